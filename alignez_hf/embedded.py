@@ -67,7 +67,9 @@ def _package_file(package: str, relative: str, install: str) -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed package {package!r}; reinstall it with:\n    {install}")
+        raise FileNotFoundError(
+            f"{path} is missing from the installed package {package!r}; reinstall it with:\n    {install}"
+        )
     return path
 
 

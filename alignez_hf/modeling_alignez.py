@@ -12,10 +12,11 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any, Union
 
 import torch
 from safetensors import SafetensorError
@@ -30,7 +31,7 @@ from .configuration_alignez import (
     base_fingerprint,
     check_strength,
 )
-from .edits import axis_edit, compose, last_positions, layer_scores, query_direction_mask, top_n_layers
+from .edits import compose, last_positions, layer_scores, query_direction_mask, top_n_layers
 from .layers import find_decoder_layers, hook_module
 
 RUNTIME_FILES = ("configuration_alignez.py", "modeling_alignez.py", "edits.py", "layers.py")
@@ -38,7 +39,7 @@ BUNDLED_BASE_FOLDER = "base"
 AXIS_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 # Keyword arguments of from_pretrained that locate files on the Hub; they apply to the pack and the base alike.
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
-Steering = Union[None, Mapping[str, float], Sequence[Mapping[str, float]]]
+Steering = Optional[Union[Mapping[str, float], Sequence[Mapping[str, float]]]]  # noqa: UP007 (py3.10 runtime alias)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,13 @@ class _Session:
             for directions, scales, rule, mask, strength in self.plans[layer]:
                 mask = None if mask is None else mask.repeat_interleave(repeat, 0).to(device)
                 out.append(
-                    (directions.to(device), scales.to(device), rule, mask, strength.repeat_interleave(repeat).to(device))
+                    (
+                        directions.to(device),
+                        scales.to(device),
+                        rule,
+                        mask,
+                        strength.repeat_interleave(repeat).to(device),
+                    )
                 )
             self._cache[key] = out
         return self._cache[key]
@@ -387,7 +394,13 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
             if session.positions == "all":
                 flat = edited.reshape(-1, edited.shape[-1])
                 per_pos = [
-                    (d, s, r, None if m is None else m.repeat_interleave(edited.shape[1], 0), w.repeat_interleave(edited.shape[1]))
+                    (
+                        d,
+                        s,
+                        r,
+                        None if m is None else m.repeat_interleave(edited.shape[1], 0),
+                        w.repeat_interleave(edited.shape[1]),
+                    )
                     for d, s, r, m, w in edits
                 ]
                 new = compose(flat.float(), per_pos, session.composition)
@@ -399,7 +412,9 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
                 cols = session.gather.to(edited.device)
                 if cols.shape[0] != edited.shape[0]:
                     cols = cols.repeat_interleave(edited.shape[0] // cols.shape[0])
-                edited[rows, cols, :] = compose(edited[rows, cols, :].float(), edits, session.composition).to(hidden.dtype)
+                edited[rows, cols, :] = compose(edited[rows, cols, :].float(), edits, session.composition).to(
+                    hidden.dtype
+                )
             if isinstance(output, tuple):
                 return (edited,) + tuple(output[1:])
             return edited
@@ -408,21 +423,48 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def query_embeddings(
-        self, input_ids=None, attention_mask=None, inputs_embeds=None, layers: Sequence[int] | None = None
+        self,
+        input_ids=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        layers: Sequence[int] | None = None,
+        last_k: int | torch.Tensor = 1,
     ) -> dict[int, torch.Tensor]:
-        """Unedited hook-point outputs at each row's last real token, ``{layer: Tensor[rows, d]}`` (float32)."""
+        """Unedited hook-point outputs at each row's last real token, ``{layer: Tensor[rows, d]}`` (float32).
+
+        ``last_k`` (an int, or one count per row) averages over each row's last k real tokens instead.
+        """
         layers = list(range(len(self._decoder_layers))) if layers is None else list(layers)
         found: dict[int, torch.Tensor] = {}
         reference = input_ids if input_ids is not None else inputs_embeds
         gather = last_positions(attention_mask, reference.shape[1])
+        window = None
+        if not (isinstance(last_k, int) and last_k == 1):
+            rows, q_len = reference.shape[0], reference.shape[1]
+            last = gather.cpu() if gather is not None else torch.full((rows,), q_len - 1, dtype=torch.long)
+            counts = torch.as_tensor(last_k, dtype=torch.long).expand(rows).clamp_min(1)
+            offsets = torch.arange(int(counts.max()))
+            index = last[:, None] - offsets[None, :]
+            # Only real tokens count: not before the sequence, not padding, not beyond the row's own k.
+            valid = (index >= 0) & (offsets[None, :] < counts[:, None])
+            index = index.clamp_min(0)
+            if attention_mask is not None and attention_mask.dim() == 2:
+                valid &= attention_mask[:, -q_len:].cpu().gather(1, index).bool()
+            window = (index, valid.float())
 
         def recorder(layer):
             def hook(module, args, output):
                 hidden = output[0] if isinstance(output, tuple) else output
-                if gather is None:
+                if window is not None:
+                    index, weight = (t.to(hidden.device) for t in window)
+                    picked = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1])).float()
+                    found[layer] = (picked * weight[..., None]).sum(1) / weight.sum(1, keepdim=True).clamp_min(1)
+                elif gather is None:
                     found[layer] = hidden[:, -1, :].float()
                 else:
-                    found[layer] = hidden[torch.arange(hidden.shape[0], device=hidden.device), gather.to(hidden.device)].float()
+                    found[layer] = hidden[
+                        torch.arange(hidden.shape[0], device=hidden.device), gather.to(hidden.device)
+                    ].float()
 
             return hook
 
@@ -545,12 +587,20 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
                 f"{source} is not an AlignEZ steering pack (its config is {type(config).__name__}); "
                 "build one with `alignez build` or AlignEZForCausalLM.from_base()."
             )
+        if not config.axes and not config.base_model_name_or_path:
+            raise TypeError(
+                f"{source} is not an AlignEZ steering pack (its config.json names no base model and no axes); "
+                "build one with `alignez build` or AlignEZForCausalLM.from_base()."
+            )
         steering_path = _pack_file(source, STEERING_FILE, revision, subfolder, hub)
         tensors = _load_steering(steering_path, source)
         if base_model is None:
             bundled = getattr(config, "bundled_base", None)
             if bundled:
-                base_source, base_kwargs = source, {"revision": revision, "subfolder": f"{subfolder}/{bundled}".strip("/")}
+                base_source, base_kwargs = (
+                    source,
+                    {"revision": revision, "subfolder": f"{subfolder}/{bundled}".strip("/")},
+                )
             else:
                 base_source = base_model_name_or_path or config.base_model_name_or_path
                 if not base_source:
@@ -601,7 +651,9 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
                 _check_directions(name, layer, tensor, fp["hidden_size"], fp["num_hidden_layers"])
                 scales = found["scales"][layer]
                 if scales.shape != (tensor.shape[0],) or not bool(torch.isfinite(scales).all()):
-                    raise ValueError(f"Axis {name!r}, layer {layer}: scales have shape {tuple(scales.shape)} or non-finite values.")
+                    raise ValueError(
+                        f"Axis {name!r}, layer {layer}: scales have shape {tuple(scales.shape)} or non-finite values."
+                    )
             self._directions[name] = {k: v.float() for k, v in found["directions"].items()}
             self._scales[name] = {k: v.float() for k, v in found["scales"].items()}
             self._stats[name] = found["stats"]

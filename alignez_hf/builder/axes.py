@@ -1,0 +1,54 @@
+"""Steering axes as keyword pairs: the paper's presets and custom ``name=positive,negative`` axes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+AXIS_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One steering axis: a name and the keyword pair (positive, negative) that defines it."""
+
+    name: str
+    positive: str
+    negative: str
+
+    def __post_init__(self) -> None:
+        if not AXIS_NAME.match(self.name or ""):
+            raise ValueError(f"Axis names use letters, digits, '_' and '-' only; got {self.name!r}.")
+        if not self.positive.strip() or not self.negative.strip():
+            raise ValueError(f"Axis {self.name!r} needs two non-empty keywords, got {self.positive!r}, {self.negative!r}.")
+        if self.positive.strip().lower() == self.negative.strip().lower():
+            raise ValueError(f"Axis {self.name!r}: the two keywords are the same ({self.positive!r}).")
+
+
+# The paper's three axes, and two style axes whose effect is easy to see on small models.
+PRESETS: dict[str, Axis] = {
+    "helpful": Axis("helpful", "helpful", "useless"),
+    "harmless": Axis("harmless", "safety-first", "malicious"),
+    "humor": Axis("humor", "humorous", "dull and boring"),
+    "cheerful": Axis("cheerful", "cheerful", "gloomy"),
+    "simple": Axis("simple", "simple", "technical"),
+}
+
+
+def parse_axis(spec: str | Axis) -> Axis:
+    """Turn a preset name (``harmless``) or ``name=positive,negative`` into an :class:`Axis`."""
+    if isinstance(spec, Axis):
+        return spec
+    text = str(spec).strip()
+    if "=" not in text:
+        if text in PRESETS:
+            return PRESETS[text]
+        raise ValueError(
+            f"Unknown axis {text!r}. Use a preset ({', '.join(PRESETS)}) or a keyword pair such as "
+            "'cheerful=cheerful,gloomy'."
+        )
+    name, _, pair = text.partition("=")
+    keywords = [k.strip() for k in pair.split(",")]
+    if len(keywords) != 2:
+        raise ValueError(f"Axis {text!r}: write the keyword pair as 'name=positive,negative' (exactly one comma).")
+    return Axis(name.strip(), keywords[0], keywords[1])
