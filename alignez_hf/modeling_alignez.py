@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -39,7 +39,7 @@ BUNDLED_BASE_FOLDER = "base"
 AXIS_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 # Keyword arguments of from_pretrained that locate files on the Hub; they apply to the pack and the base alike.
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
-Steering = Optional[Union[Mapping[str, float], Sequence[Mapping[str, float]]]]  # noqa: UP007 (py3.10 runtime alias)
+Steering = Mapping[str, float] | Sequence[Mapping[str, float]] | None
 
 
 @dataclass(frozen=True)
