@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.generation import utils as generation_utils
 
 from .configuration_alignez import (
     EDIT_RULES,
@@ -39,6 +40,8 @@ BUNDLED_BASE_FOLDER = "base"
 AXIS_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 # Keyword arguments of from_pretrained that locate files on the Hub; they apply to the pack and the base alike.
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
+# transformers 5.x renamed generate's `past_key_values` to `cache`; use whichever this version calls it.
+CACHE_NAMES = tuple(getattr(generation_utils, "ALL_CACHE_NAMES", ("past_key_values",)))
 Steering = Mapping[str, float] | Sequence[Mapping[str, float]] | None
 
 
@@ -291,8 +294,27 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
     def generate(self, inputs: torch.Tensor | None = None, steering: Steering = None, **kwargs):
         """``generate`` of the base model with steering; ``steering`` is a dict of strengths or one dict per row."""
         input_ids = inputs if inputs is not None else kwargs.get("input_ids")
-        with self._steering_session(steering, input_ids, kwargs.get("attention_mask"), kwargs.get("inputs_embeds")):
+        session = self._steering_session(
+            steering, input_ids, kwargs.get("attention_mask"), kwargs.get("inputs_embeds"), generate_kwargs=kwargs
+        )
+        with session:
             return self.base.generate(inputs, **kwargs)
+
+    def _can_reuse_prefill(self, input_ids, kwargs: dict) -> bool:
+        config = kwargs.get("generation_config") or self.generation_config
+        plain = all(
+            kwargs.get(key, getattr(config, key, None) or 1) == 1 for key in ("num_beams", "num_return_sequences")
+        )
+        return (
+            plain
+            and self.config.positions == "last"
+            and input_ids is not None
+            and input_ids.dim() == 2
+            and input_ids.shape[1] > 1
+            and all(kwargs.get(name) is None for name in CACHE_NAMES)
+            and kwargs.get("inputs_embeds") is None
+            and kwargs.get("assistant_model") is None
+        )
 
     def prepare_inputs_for_generation(self, *args, **kwargs):
         return self.base.prepare_inputs_for_generation(*args, **kwargs)
@@ -329,7 +351,9 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         return out
 
     @contextlib.contextmanager
-    def _steering_session(self, steering, input_ids, attention_mask, inputs_embeds) -> Iterator[None]:
+    def _steering_session(
+        self, steering, input_ids, attention_mask, inputs_embeds, generate_kwargs: dict | None = None
+    ) -> Iterator[None]:
         if self._session is not None:  # nested call (e.g. forward inside our own generate): hooks already active
             yield
             return
@@ -342,7 +366,18 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
             return
         masks = None
         if self.config.layer_policy == "per_query":
-            masks = self._per_query_masks(active, input_ids, attention_mask, inputs_embeds)
+            if input_ids is None and inputs_embeds is None:
+                raise ValueError("The per-query layer policy needs input_ids or inputs_embeds to read the prompt.")
+            layers = sorted({layer for axis in active for layer in axis["layers"]})
+            # In generate, the unedited pass over the prompt doubles as the prefill: edits only touch the last
+            # position, so the KV cache of every earlier token is exact. Keep it minus the last token, and
+            # generate recomputes that one token with edits: one extra token instead of one extra prompt pass.
+            reuse = generate_kwargs is not None and self._can_reuse_prefill(input_ids, generate_kwargs)
+            queries, cache = self._read_prompt(input_ids, attention_mask, inputs_embeds, layers, keep_cache=reuse)
+            if reuse and hasattr(cache, "crop"):
+                cache.crop(-1)  # a negative count removes that many tokens in every transformers version
+                generate_kwargs[CACHE_NAMES[0]] = cache
+            masks = self._per_query_masks(active, queries)
         plans: dict[int, list[tuple]] = {}
         for axis in active:
             name = axis["name"]
@@ -434,6 +469,11 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
 
         ``last_k`` (an int, or one count per row) averages over each row's last k real tokens instead.
         """
+        return self._read_prompt(input_ids, attention_mask, inputs_embeds, layers, last_k)[0]
+
+    @torch.no_grad()
+    def _read_prompt(self, input_ids, attention_mask, inputs_embeds, layers, last_k=1, keep_cache=False):
+        """One unedited pass over the prompt: per-layer read-outs and, if asked, the KV cache it built."""
         layers = list(range(len(self._decoder_layers))) if layers is None else list(layers)
         found: dict[int, torch.Tensor] = {}
         reference = input_ids if input_ids is not None else inputs_embeds
@@ -473,17 +513,21 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
             for i in layers
         ]
         try:
-            self.base(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, use_cache=False)
+            with self.steering_disabled():
+                out = self.base(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    inputs_embeds=inputs_embeds,
+                    position_ids=_position_ids(attention_mask),
+                    use_cache=keep_cache,
+                )
         finally:
             for handle in handles:
                 handle.remove()
-        return {i: found[i].cpu() for i in layers}
+        cache = next((out[name] for name in CACHE_NAMES if name in out), None) if keep_cache else None
+        return {i: found[i].cpu() for i in layers}, cache
 
-    def _per_query_masks(self, active, input_ids, attention_mask, inputs_embeds):
-        if input_ids is None and inputs_embeds is None:
-            raise ValueError("The per-query layer policy needs input_ids or inputs_embeds to read the prompt.")
-        layers = sorted({layer for axis in active for layer in axis["layers"]})
-        queries = self.query_embeddings(input_ids, attention_mask, inputs_embeds, layers)
+    def _per_query_masks(self, active, queries: dict[int, torch.Tensor]):
         masks = {}
         for axis in active:
             name = axis["name"]
@@ -657,6 +701,13 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
             self._directions[name] = {k: v.float() for k, v in found["directions"].items()}
             self._scales[name] = {k: v.float() for k, v in found["scales"].items()}
             self._stats[name] = found["stats"]
+
+
+def _position_ids(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Positions as generate() computes them for left-padded rows, so a separate prompt pass matches it."""
+    if attention_mask is None or attention_mask.dim() != 2:
+        return None
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 def _check_fingerprint(config: AlignEZConfig, base_config) -> None:

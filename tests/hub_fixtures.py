@@ -64,8 +64,14 @@ def hub_env(hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     # These would override HF_HOME or force offline mode in child processes.
-    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_HUB_OFFLINE",
-                "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    for key in (
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "TRANSFORMERS_CACHE",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+    ):
         monkeypatch.delenv(key, raising=False)
     no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"]))
     monkeypatch.setenv("NO_PROXY", no_proxy)
@@ -78,16 +84,20 @@ def _patch_imported_hub(monkeypatch: pytest.MonkeyPatch, url: str, hf_home: Path
     """Redirect an already-imported huggingface_hub to `url` for code paths that take no endpoint argument."""
     from huggingface_hub import constants, hf_api
 
-    patches = {
+    patches: dict[str, object] = {
         "ENDPOINT": url,
         "HUGGINGFACE_CO_URL_TEMPLATE": url + "/{repo_id}/resolve/{revision}/{filename}",
-        "HF_HOME": str(hf_home),
-        "HF_HUB_CACHE": str(hf_home / "hub"),
         "HF_HUB_OFFLINE": False,
         "HF_HUB_DISABLE_XET": True,
         "HF_HUB_ETAG_TIMEOUT": ETAG_TIMEOUT_S,
         "HF_HUB_DOWNLOAD_TIMEOUT": DOWNLOAD_TIMEOUT_S,
     }
+    # Every cache/marker path derived from the import-time HF_HOME (hub cache, xet, agent registry, ...) moves too,
+    # so in-process tests never write into the developer's real ~/.cache/huggingface.
+    old_home = constants.HF_HOME
+    for name, value in vars(constants).items():
+        if name.isupper() and isinstance(value, str) and (value == old_home or value.startswith(old_home + os.sep)):
+            patches.setdefault(name, str(hf_home) + value[len(old_home) :])
     for name, value in patches.items():
         monkeypatch.setattr(constants, name, value)
     # Module-level helpers (upload_file, model_info, ...) are bound methods of this import-time instance.

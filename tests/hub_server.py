@@ -37,6 +37,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -159,11 +160,20 @@ class HubStore:
     ) -> Commit:
         # The counter and clock make oids unique even for two identical commits in a row.
         seed = json.dumps(
-            [repo.repo_type, repo.repo_id, parent.oid if parent else None, sorted(files.items()), title, message,
-             next(_OID_COUNTER), time.time_ns()]
+            [
+                repo.repo_type,
+                repo.repo_id,
+                parent.oid if parent else None,
+                sorted(files.items()),
+                title,
+                message,
+                next(_OID_COUNTER),
+                time.time_ns(),
+            ]
         )
-        commit = Commit(hashlib.sha1(seed.encode()).hexdigest(), parent.oid if parent else None, files, title, message,
-                        _now_iso())
+        commit = Commit(
+            hashlib.sha1(seed.encode()).hexdigest(), parent.oid if parent else None, files, title, message, _now_iso()
+        )
         repo.commits[commit.oid] = commit
         repo.refs[ref] = commit.oid
         return commit
@@ -299,8 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(obj).encode(), {"Content-Type": "application/json; charset=utf-8",
-                                                      **(headers or {})})
+        self._send(
+            status, json.dumps(obj).encode(), {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+        )
 
     def _base_url(self) -> str:
         return f"http://{self.headers.get('Host') or self.server.hub.url.split('://', 1)[1]}"
@@ -330,6 +341,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, {"error": f"Bad request: {type(err).__name__}: {err}"})
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as err:  # a server bug: answer 500 with the reason rather than dropping the connection
+            traceback.print_exc()
+            self._send_json(500, {"error": f"Test Hub server error: {type(err).__name__}: {err}"})
 
     # -- /api/... -------------------------------------------------------------------------------------------
 
@@ -348,9 +362,16 @@ class _Handler(BaseHTTPRequestHandler):
             # Fetched by the client's agent detection on first use; an empty registry means "no agent".
             return self._send_json(200, {"standardEnvVars": [], "harnesses": {}})
         if segments == ["whoami-v2"] and method == "GET":
-            return self._send_json(200, {"type": "user", "name": DEFAULT_NAMESPACE, "fullname": "Test User",
-                                         "orgs": [], "auth": {"type": "access_token",
-                                                              "accessToken": {"displayName": "test", "role": "write"}}})
+            return self._send_json(
+                200,
+                {
+                    "type": "user",
+                    "name": DEFAULT_NAMESPACE,
+                    "fullname": "Test User",
+                    "orgs": [],
+                    "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}},
+                },
+            )
         if not segments or segments[0] not in _PLURAL_TO_TYPE or len(segments) < 2:
             raise HubError(404, f"Unknown API route: {method} /api/{'/'.join(segments)}")
         repo_type = _PLURAL_TO_TYPE[segments[0]]
@@ -380,9 +401,21 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and action == "preupload" and len(sub) == 2:
                 commit = store.resolve(repo, rev)
                 files = json.loads(body)["files"]
-                return self._send_json(200, {"files": [
-                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                     "oid": commit.files.get(f["path"])} for f in files], "commitOid": commit.oid})
+                return self._send_json(
+                    200,
+                    {
+                        "files": [
+                            {
+                                "path": f["path"],
+                                "uploadMode": "regular",
+                                "shouldIgnore": False,
+                                "oid": commit.files.get(f["path"]),
+                            }
+                            for f in files
+                        ],
+                        "commitOid": commit.oid,
+                    },
+                )
             if method == "GET" and action == "refs":
                 return self._refs(repo)
             if method == "GET" and action == "commits" and len(sub) == 2:
@@ -450,8 +483,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(404, f"Directory not found: {path}", "EntryNotFound", {"X-Repo-Commit": commit.oid})
         prefix = f"{path}/" if path else ""
         listing = [
-            entry for p, entry in sorted(entries.items())
-            if p.startswith(prefix) and (recursive or "/" not in p[len(prefix):])
+            entry
+            for p, entry in sorted(entries.items())
+            if p.startswith(prefix) and (recursive or "/" not in p[len(prefix) :])
         ]
         self._send_json(200, listing)
 
@@ -466,8 +500,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _commits(self, repo: Repo, commit: Commit | None) -> None:
         history = []
         while commit is not None:
-            history.append({"id": commit.oid, "title": commit.title, "message": commit.message,
-                            "authors": [{"user": DEFAULT_NAMESPACE}], "date": commit.date})
+            history.append(
+                {
+                    "id": commit.oid,
+                    "title": commit.title,
+                    "message": commit.message,
+                    "authors": [{"user": DEFAULT_NAMESPACE}],
+                    "date": commit.date,
+                }
+            )
             commit = repo.commits[commit.parent] if commit.parent else None
         self._send_json(200, history)
 
@@ -511,15 +552,26 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(400, f"Invalid path in repo: {path!r}")
         create_pr = query.get("create_pr", ["0"])[0] in ("1", "true")
         store = self.server.hub.store
-        commit, pr_num = store.commit(repo_type, repo_id, revision, operations, header.get("summary") or "",
-                                      header.get("description") or "", header.get("parentCommit"), create_pr)
+        commit, pr_num = store.commit(
+            repo_type,
+            repo_id,
+            revision,
+            operations,
+            header.get("summary") or "",
+            header.get("description") or "",
+            header.get("parentCommit"),
+            create_pr,
+        )
         repo_url = self._repo_url(store.get_repo(repo_type, repo_id))
-        self._send_json(200, {
-            "success": True,
-            "commitOid": commit.oid,
-            "commitUrl": f"{repo_url}/commit/{commit.oid}",
-            "pullRequestUrl": f"{repo_url}/discussions/{pr_num}" if pr_num is not None else None,
-        })
+        self._send_json(
+            200,
+            {
+                "success": True,
+                "commitOid": commit.oid,
+                "commitUrl": f"{repo_url}/commit/{commit.oid}",
+                "pullRequestUrl": f"{repo_url}/discussions/{pr_num}" if pr_num is not None else None,
+            },
+        )
 
     # -- /{repo_id}/resolve/{rev}/{path} ----------------------------------------------------------------------
 
@@ -536,7 +588,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(404, f"Not found: {self.path}") from None
         repo_id = "/".join(unquote(s) for s in segments[:i])
         revision = unquote(segments[i + 1])
-        filename = "/".join(unquote(s) for s in segments[i + 2:])
+        filename = "/".join(unquote(s) for s in segments[i + 2 :])
         store = self.server.hub.store
         with store.lock:
             repo = store.get_repo(repo_type, repo_id)
@@ -558,7 +610,7 @@ class _Handler(BaseHTTPRequestHandler):
             if start is None:
                 return self._send(416, b"", {**headers, "Content-Range": f"bytes */{len(data)}"})
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            return self._send(206, data[start:end + 1], headers)
+            return self._send(206, data[start : end + 1], headers)
         self._send(200, data, headers)
 
     @staticmethod
@@ -634,8 +686,12 @@ class HubServer:
             raise RuntimeError("HubServer already started")
         self._httpd = _HTTPServer((self.host, self.port), self)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"hub-server-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"hub-server-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -701,8 +757,9 @@ class HubServer:
         message: str | None = None,
     ) -> str:
         """Commit one file directly (e.g. to plant a truncated safetensors file); return the new commit oid."""
-        return self.put_files(repo_id, {path: data}, repo_type=repo_type, branch=branch,
-                              message=message or f"Put {path}")
+        return self.put_files(
+            repo_id, {path: data}, repo_type=repo_type, branch=branch, message=message or f"Put {path}"
+        )
 
     def get_file(self, repo_id: str, path: str, *, revision: str = DEFAULT_BRANCH, repo_type: str = "model") -> bytes:
         """Return a file's bytes at a revision (KeyError if absent)."""

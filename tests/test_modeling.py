@@ -283,3 +283,14 @@ def test_gradients_flow_through_edits(tiny_llama):
     out = model(input_ids=_ids(rows=1), labels=_ids(rows=1))
     out.loss.backward()
     assert tiny_llama.model.layers[0].mlp.down_proj.weight.grad is not None
+
+
+def test_per_query_prefill_reuse_matches_a_separate_prompt_pass(tiny_llama, monkeypatch):
+    model = _steered(tiny_llama, layers=(0, 1, 2, 3), rule="tanh", strength=3.0, layer_policy="per_query", top_n=2)
+    ids = _ids(rows=3, length=6)
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    reused = model.generate(ids, attention_mask=mask, **GEN)
+    monkeypatch.setattr(AlignEZForCausalLM, "_can_reuse_prefill", lambda self, input_ids, kwargs: False)
+    separate = model.generate(ids, attention_mask=mask, **GEN)
+    assert torch.equal(reused, separate)
