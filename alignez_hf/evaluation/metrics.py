@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -21,8 +21,10 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # Clamp float noise so that 0/n gives exactly 0 and n/n exactly 1.
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The exact bounds at 0/n and n/n are 0 and 1; the formula only reaches them up to float noise.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 def rate_summary(flags: Sequence[bool | float], z: float = Z95) -> dict:
@@ -86,9 +88,7 @@ def sequence_nll(
 
 
 @torch.no_grad()
-def next_token_kl(
-    steered_logits: torch.Tensor, base_logits: torch.Tensor, attention_mask: torch.Tensor
-) -> list[float]:
+def next_token_kl(steered_logits: torch.Tensor, base_logits: torch.Tensor, attention_mask: torch.Tensor) -> list[float]:
     """Mean over real positions of KL(steered || base) between next-token distributions, per row (nats)."""
     steered = F.log_softmax(steered_logits.float(), dim=-1)
     base = F.log_softmax(base_logits.float(), dim=-1)

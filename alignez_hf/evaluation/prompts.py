@@ -22,7 +22,9 @@ def pyrit_data_file(relative: str) -> Path:
     """Path of a data file inside the installed pyrit wheel's ``datasets`` folder (pyrit is never imported)."""
     spec = importlib.util.find_spec("pyrit")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"The pyrit wheel holds the AdvBench and refusal data; install it with `{PYRIT_INSTALL}`.")
+        raise FileNotFoundError(
+            f"The pyrit wheel holds the AdvBench and refusal data; install it with `{PYRIT_INSTALL}`."
+        )
     path = Path(next(iter(spec.submodule_search_locations)), "datasets", relative)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the installed pyrit; install it with `{PYRIT_INSTALL}`.")

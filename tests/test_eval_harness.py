@@ -1,0 +1,179 @@
+"""The harness end to end on a tiny random chat model, the random control, settings, sweep_2d, and one SmolLM2 run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from alignez_hf import AlignEZForCausalLM
+from alignez_hf.evaluation.harness import (
+    Setting,
+    add_random_control,
+    applied,
+    evaluate,
+    generate_answers,
+    random_control_axis,
+    steering_kl,
+    sweep_2d,
+)
+
+
+@pytest.fixture
+def tiny_pack(tiny_chat_llama):
+    """A tiny random chat model with two hand-made axes."""
+    base, tokenizer = tiny_chat_llama
+    model = AlignEZForCausalLM.from_base(base, tokenizer)
+    gen = torch.Generator().manual_seed(0)
+    model.add_axis("cheerful", {1: torch.randn(2, 32, generator=gen), 2: torch.randn(32, generator=gen)})
+    model.add_axis("simple", {2: torch.randn(32, generator=gen)}, strength=0.7)
+    return model, tokenizer
+
+
+def test_random_control_has_the_same_size(tiny_pack):
+    model, _ = tiny_pack
+    with random_control_axis(model, "cheerful", seed=1) as name:
+        real, control = model.axis_tensors("cheerful"), model.axis_tensors(name)
+        assert model.axes[name].layers == model.axes["cheerful"].layers
+        assert model.axes[name].rank == model.axes["cheerful"].rank
+        assert model.axes[name].rule == model.axes["cheerful"].rule
+        assert model.axes[name].strength == 0.0
+        for layer, directions in control["directions"].items():
+            gram = directions @ directions.T
+            assert torch.allclose(gram, torch.eye(gram.shape[0]), atol=1e-5)
+            assert torch.equal(control["scales"][layer], real["scales"][layer])
+    assert name not in model.axes
+    first = add_random_control(model, "cheerful", seed=1)
+    again = model.axis_tensors(first)["directions"]
+    add_random_control(model, "cheerful", seed=1)
+    assert all(torch.equal(again[k], v) for k, v in model.axis_tensors(first)["directions"].items())
+
+
+def test_strength_zero_is_the_exact_base(tiny_pack):
+    model, tokenizer = tiny_pack
+    prompts = ["Describe your ideal weekend.", "Tell me a joke."]
+    jobs = [(p, {"cheerful": s}) for p in prompts for s in (0.0, 2.0)]
+    gens = generate_answers(model, tokenizer, jobs, max_new_tokens=5, batch_size=4, progress=False)
+    # Other axes' default strengths (simple = 0.7) must not leak in: strength 0 means the plain base.
+    with model.steering_disabled():
+        reference = generate_answers(model, tokenizer, [(p, {}) for p in prompts], 5, 4, progress=False)
+    assert [g.text for g in gens[::2]] == [g.text for g in reference]
+    assert all(g.tokens == 5 and math.isfinite(g.nll) for g in gens)
+    kl = steering_kl(model, tokenizer, prompts, [{"cheerful": 0.0}, {"cheerful": 2.0}])
+    assert kl[0] == [0.0, 0.0]
+    assert all(v > 0 for v in kl[1])
+
+
+def test_evaluate_end_to_end(tiny_pack, tmp_path):
+    model, tokenizer = tiny_pack
+    out = tmp_path / "eval"
+    results = evaluate(
+        model,
+        tokenizer,
+        "cheerful",
+        strengths=[0, 1, 4],
+        prompt_sets=["neutral", "harmful"],
+        limit=2,
+        max_new_tokens=4,
+        batch_size=8,
+        seed=3,
+        out_dir=str(out),
+        progress=False,
+    )
+    for name in ("results.json", "results.md", "answers.json", "metrics_neutral.png", "metrics_harmful.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["meta"]["seed"] == 3 and saved["meta"]["prompt_sets"]["neutral"]["n"] == 2
+    assert saved["meta"]["refusal_detector"]["n"] == 105
+    rows = saved["rows"]
+    assert {(r["condition"], r["strength"]) for r in rows} == {
+        ("axis", 0.0),
+        ("axis", 1.0),
+        ("axis", 4.0),
+        ("random", 1.0),
+        ("random", 4.0),
+    }
+    base = next(r for r in rows if r["strength"] == 0 and r["prompt_set"] == "neutral")
+    assert base["delta"]["nll"]["value"] == 0.0 and base["metrics"]["nll_ratio"]["value"] == 1.0
+    assert {"low", "high", "k", "n"} <= set(base["metrics"]["refusal"])
+    kl0 = next(r for r in saved["kl"] if r["strength"] == 0)
+    assert kl0["kl"]["value"] == 0.0
+    assert "random_control_cheerful" not in model.axes  # the control is temporary
+    assert len(results["answers"]) == 2 * 2 * 5
+    assert "| cheerful | random | 4 |" in (out / "results.md").read_text()
+
+
+def test_settings_compare_in_one_table_and_restore(tiny_pack, tmp_path):
+    model, tokenizer = tiny_pack
+    settings = [
+        Setting("additive", model, "cheerful"),
+        Setting("tanh-mlp", model, "cheerful", rule="tanh", config={"hook_point": "mlp"}),
+    ]
+    results = evaluate(
+        tokenizer=tokenizer,
+        settings=settings,
+        strengths=[0, 1],
+        limit=2,
+        max_new_tokens=3,
+        random_control=False,
+        kl=False,
+        out_dir=str(tmp_path),
+        progress=False,
+    )
+    assert [s["label"] for s in results["settings"]] == ["additive", "tanh-mlp"]
+    assert results["settings"][1]["rule"] == "tanh" and results["settings"][1]["hook_point"] == "mlp"
+    assert {r["setting"] for r in results["rows"]} == {"additive", "tanh-mlp"}
+    assert not any(r["condition"] == "random" for r in results["rows"])
+    assert model.axes["cheerful"].rule == "additive" and model.config.hook_point == "residual"
+    with pytest.raises(ValueError, match="cannot override"):
+        with applied(Setting("bad", model, "cheerful", config={"hidden_size": 3})):
+            pass
+
+
+def test_sweep_2d_shape(tiny_pack, tmp_path):
+    model, tokenizer = tiny_pack
+    sweep = sweep_2d(
+        model,
+        tokenizer,
+        "cheerful",
+        "simple",
+        [0, 1, 2],
+        [0, 3],
+        "sentiment",
+        "words",
+        limit=2,
+        max_new_tokens=3,
+        out_dir=str(tmp_path),
+        progress=False,
+    )
+    assert len(sweep["score_a"]) == 3 and all(len(row) == 2 for row in sweep["score_a"])
+    assert len(sweep["score_b"]) == 3 and all(len(row) == 2 for row in sweep["score_b"])
+    assert sweep["meta"]["n"] == 2 and len(sweep["answers"]) == 3 * 2 * 2
+    assert set(sweep["own"]) == {"a", "b"} and set(sweep["cross"]) == {"a", "b"}
+    assert (tmp_path / "heatmap_cheerful_simple.png").stat().st_size > 0
+    assert json.loads((tmp_path / "sweep.json").read_text())["strengths_b"] == [0.0, 3.0]
+
+
+@pytest.mark.slow
+def test_smollm2_small_run(smollm2, smollm2_tokenizer, tmp_path):
+    model = AlignEZForCausalLM.from_base(smollm2, smollm2_tokenizer)
+    gen = torch.Generator().manual_seed(0)
+    model.add_axis("probe", {layer: torch.randn(576, generator=gen) for layer in range(10, 13)})
+    results = evaluate(
+        model,
+        smollm2_tokenizer,
+        "probe",
+        strengths=[0, 1],
+        limit=3,
+        max_new_tokens=16,
+        batch_size=6,
+        out_dir=str(tmp_path),
+        progress=False,
+    )
+    base = next(r for r in results["rows"] if r["strength"] == 0)
+    assert base["n"] == 3
+    assert 0.0 < base["metrics"]["nll"]["value"] < 3.0  # its own greedy answers are likely under the base
+    assert all(a["answer"] for a in results["answers"] if a["strength"] == 0)
+    assert next(r for r in results["kl"] if r["strength"] == 0)["kl"]["value"] == 0.0
