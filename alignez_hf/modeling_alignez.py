@@ -42,6 +42,9 @@ AXIS_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
 # transformers 5.x renamed generate's `past_key_values` to `cache`; use whichever this version calls it.
 CACHE_NAMES = tuple(getattr(generation_utils, "ALL_CACHE_NAMES", ("past_key_values",)))
+# Callables (config) -> local folder or None, consulted before the recorded base id; the alignez_hf package
+# registers one that maps embedded models' Hub ids to their converted local copies (works offline).
+BASE_RESOLVERS: list = []
 Steering = Mapping[str, float] | Sequence[Mapping[str, float]] | None
 
 
@@ -541,6 +544,18 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         return masks
 
     # ------------------------------------------------------------------ saving
+    def push_to_hub(self, repo_id: str, **kwargs: Any):
+        """Upload this pack with a model card to the Hub (see ``alignez_hf.hub.push_pack`` for the options)."""
+        # Imported here, inside try/except, so the file still loads as remote code where alignez_hf is absent:
+        # transformers' dynamic-module scan skips imports within try blocks.
+        try:
+            from alignez_hf.hub import push_pack
+        except ImportError as err:
+            raise ImportError(
+                "Pushing a steering pack needs the alignez-hf package (pip install alignez-hf); loading one does not."
+            ) from err
+        return push_pack(self, repo_id, **kwargs)
+
     def steering_state_dict(self) -> dict[str, torch.Tensor]:
         """All steering tensors under ``{axis}.layers.{layer}.{directions|scales}`` and ``{axis}.stats.{name}``."""
         tensors = {}
@@ -572,6 +587,9 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
             raise NotADirectoryError(f"{target} exists and is not a folder.")
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a saved pack is an ordinary folder
         try:
             self._write_pack(staging, include_base, kwargs)
             _publish(staging, target)
@@ -646,11 +664,14 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
                     {"revision": revision, "subfolder": f"{subfolder}/{bundled}".strip("/")},
                 )
             else:
-                base_source = base_model_name_or_path or config.base_model_name_or_path
+                resolved = (
+                    None if base_model_name_or_path else next(filter(None, (r(config) for r in BASE_RESOLVERS)), None)
+                )
+                base_source = base_model_name_or_path or resolved or config.base_model_name_or_path
                 if not base_source:
                     raise ValueError(f"The pack {source} does not name its base model; pass base_model_name_or_path=.")
                 base_kwargs = {"revision": base_model_revision or config.base_model_revision}
-                if base_model_name_or_path and not base_model_revision:
+                if (base_model_name_or_path and not base_model_revision) or resolved:
                     base_kwargs = {}
             base_kwargs = {k: v for k, v in base_kwargs.items() if v}
             try:

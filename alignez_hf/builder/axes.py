@@ -20,7 +20,9 @@ class Axis:
         if not AXIS_NAME.match(self.name or ""):
             raise ValueError(f"Axis names use letters, digits, '_' and '-' only; got {self.name!r}.")
         if not self.positive.strip() or not self.negative.strip():
-            raise ValueError(f"Axis {self.name!r} needs two non-empty keywords, got {self.positive!r}, {self.negative!r}.")
+            raise ValueError(
+                f"Axis {self.name!r} needs two non-empty keywords, got {self.positive!r}, {self.negative!r}."
+            )
         if self.positive.strip().lower() == self.negative.strip().lower():
             raise ValueError(f"Axis {self.name!r}: the two keywords are the same ({self.positive!r}).")
 

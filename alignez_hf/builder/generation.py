@@ -11,9 +11,10 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -62,7 +63,9 @@ def generate_texts(
     with left_padding(tokenizer):
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
-            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=not prompts.has_chat_template(tokenizer))
+            enc = tokenizer(
+                batch, return_tensors="pt", padding=True, add_special_tokens=not prompts.has_chat_template(tokenizer)
+            )
             enc = {k: v.to(model.device) for k, v in enc.items()}
             torch.manual_seed(seed + start)
             extra = {"temperature": sampling.temperature, "top_p": sampling.top_p} if sampling.do_sample else {}
@@ -139,7 +142,11 @@ class RecordStore:
             except (json.JSONDecodeError, KeyError, TypeError):
                 bad += 1  # a line cut short by an interrupted write; its query is generated again
         if bad:
-            warnings.warn(f"{self.path}: skipped {bad} unreadable line(s) (an interrupted write?).", stacklevel=3)
+            warnings.warn(f"{self.path}: dropped {bad} unreadable line(s) (an interrupted write?).", stacklevel=3)
+            # Rewrite without them (atomically), so the file that ships in the pack is clean JSONL.
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()), "utf-8")
+            os.replace(tmp, self.path)
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
@@ -216,7 +223,9 @@ def self_generate(
             ]
         else:
             texts = [prompts.chat_prompt(tokenizer, q, system=prompts.persona_system(axis, s)) for q, s in rows]
-        answers = dict(zip(rows, generate_texts(model, tokenizer, texts, answer_tokens, sampling, batch_size, seed + 1, stats)))
+        answers = dict(
+            zip(rows, generate_texts(model, tokenizer, texts, answer_tokens, sampling, batch_size, seed + 1, stats))
+        )
         store.append(
             {
                 "key": keys[i],

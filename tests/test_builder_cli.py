@@ -1,0 +1,40 @@
+import json
+
+import pytest
+
+from alignez_hf.builder import RECORDS_FILE
+from alignez_hf.cli import build_parser, main
+
+pytestmark = pytest.mark.filterwarnings("ignore:Axis .*likely to do nothing")
+
+
+@pytest.fixture
+def tiny_chat_dir(tmp_path, tiny_chat_llama):
+    model, tok = tiny_chat_llama
+    path = tmp_path / "tiny-chat"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def test_parser_knows_build_and_demo():
+    args = build_parser().parse_args(["build", "--axis", "harmless", "--queries", "q.txt", "--out", "o"])
+    assert args.base == "smollm2-135m" and args.axis == ["harmless"] and args.strategy is None
+    assert build_parser().parse_args(["demo"]).command == "demo"
+
+
+def test_build_command_writes_a_pack_and_refuses_another(tmp_path, tiny_chat_dir, capsys):
+    queries = tmp_path / "q.txt"
+    queries.write_text("How do I bake bread?\nTell me about rivers.\nHow can I steal a bike?\n")
+    out = tmp_path / "pack"
+    common = ["build", "--base", tiny_chat_dir, "--queries", str(queries), "--out", str(out), "--max-new-tokens", "3"]
+    assert main(common + ["--axis", "cheerful", "--axis", "polite=polite,rude", "--strategy", "persona_answers"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert [a["name"] for a in config["axes"]] == ["cheerful", "polite"]
+    assert len((out / RECORDS_FILE).read_text().splitlines()) == 6  # 3 queries x 2 axes, shipped with the pack
+    assert "AlignEZ build summary" in capsys.readouterr().out
+    assert main(common + ["--axis", "humor"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(["build", "--base", tiny_chat_dir, "--queries", str(empty), "--out", str(out), "--axis", "humor"]) == 2
