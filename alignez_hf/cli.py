@@ -44,6 +44,10 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer-band", default=None, help="Edited layers as fractions of depth, e.g. 0.33,0.67.")
     p.add_argument("--scale-fraction", type=float, default=None, help="Push per unit strength (fraction of norm).")
     p.add_argument("--seed", type=int, default=0, help="Random seed.")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Upload the pack to this Hub repo.")
+    from .hub import add_push_arguments
+
+    add_push_arguments(p.add_argument_group("push options (with --push-to-hub)"), positionals=False)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -92,6 +96,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
     )
     builder.build(queries, output_dir=args.out, overwrite=args.overwrite)
     print(f"\nLoad it with: AlignEZForCausalLM.from_pretrained({args.out!r})")
+    if args.push_to_hub:
+        from .hub import push_command
+
+        args.pack, args.repo_id = args.out, args.push_to_hub
+        return push_command(args)
     return 0
 
 
@@ -183,7 +192,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"build": (_add_build, _cmd_build), "demo": (_add_demo, _cmd_demo)}
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    from .hub import add_push_arguments
+
+    add_push_arguments(sub.add_parser("push", help="Upload a pack with a generated model card to the Hub."))
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    """Push a pack folder (see ``alignez push --help``)."""
+    from .hub import push_command
+
+    return push_command(args)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from .evaluation.cli import add_eval_arguments
+
+    add_eval_arguments(sub.add_parser("eval", help="Measure a pack against its base model at several strengths."))
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a pack (see ``alignez eval --help``)."""
+    from .evaluation.cli import eval_command
+
+    return eval_command(args)
+
+
+_COMMANDS = {
+    "build": (_add_build, _cmd_build),
+    "demo": (_add_demo, _cmd_demo),
+    "eval": (_add_eval, _cmd_eval),
+    "push": (_add_push, _cmd_push),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
