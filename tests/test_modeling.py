@@ -280,9 +280,15 @@ def test_load_with_dtype_and_device_map(tiny_llama, tiny_base_dir, tmp_path):
 
 def test_gradients_flow_through_edits(tiny_llama):
     model = _steered(tiny_llama, layers=(1,), rule="tanh")
-    out = model(input_ids=_ids(rows=1), labels=_ids(rows=1))
-    out.loss.backward()
-    assert tiny_llama.model.layers[0].mlp.down_proj.weight.grad is not None
+    model.config.positions = "all"  # the loss never reads the last position's prediction
+    ids = _ids(rows=1)
+    with model.steering_disabled():
+        plain = model(input_ids=ids, labels=ids).loss
+    steered = model(input_ids=ids, labels=ids)
+    assert steered.logits.requires_grad and not torch.isclose(steered.loss, plain)
+    steered.loss.backward()
+    grad = tiny_llama.model.layers[0].mlp.down_proj.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 def test_per_query_prefill_reuse_matches_a_separate_prompt_pass(tiny_llama, monkeypatch):
