@@ -6,7 +6,8 @@ import torch
 
 from alignez_hf import AlignEZForCausalLM
 from alignez_hf.builder import RECORDS_FILE, AlignEZBuilder, PackExistsError, SubspaceError
-from alignez_hf.builder.strategies import band_layers
+from alignez_hf.builder.strategies import STRATEGIES, band_layers
+from alignez_hf.builder.subspace import subspace_cosine
 
 pytestmark = pytest.mark.filterwarnings("ignore:Axis .*likely to do nothing")
 
@@ -50,9 +51,38 @@ def test_persona_build_records_strategy_and_quality(tiny_chat_llama):
     tensors = aligned.axis_tensors("cheerful")
     norms = tensors["stats"]["norms"]
     for layer in (1, 2, 3):
-        assert float(tensors["scales"][layer][0]) == pytest.approx(0.01 * float(norms[layer]), rel=1e-5)
+        fraction = STRATEGIES["persona"].scale_fraction
+        assert float(tensors["scales"][layer][0]) == pytest.approx(fraction * float(norms[layer]), rel=1e-5)
     assert "selfcheck_random" not in aligned.config.axis_names
     assert "cheerful" in builder.summary() and "self-check" in builder.summary()
+
+
+def test_two_axes_report_their_subspace_cosine(tiny_chat_llama):
+    model, tok = tiny_chat_llama
+    builder = _build(model, tok, axes=["cheerful", "simple"], check_queries=0)
+    aligned = builder.build(QUERIES)
+    cheerful, simple = (aligned.axis_tensors(n)["directions"] for n in ("cheerful", "simple"))
+    builds = {a["name"]: a["build"] for a in aligned.config.axes}
+    by_layer = builds["cheerful"]["subspace_cosine"]["simple"]
+    assert set(by_layer) == {"1", "2", "3"}  # the layers both axes edit
+    for layer in (1, 2, 3):
+        # Mean-difference axes are rank 1: the cosine is |cos| of their two directions.
+        expected = abs(float(cheerful[layer][0] @ simple[layer][0]))
+        assert by_layer[str(layer)] == pytest.approx(expected, abs=1e-6)
+        assert by_layer[str(layer)] == pytest.approx(subspace_cosine(cheerful[layer], simple[layer]))
+    assert builds["simple"]["subspace_cosine"]["cheerful"] == by_layer
+    mean = builds["cheerful"]["subspace_cosine_mean"]["simple"]
+    assert mean == pytest.approx(sum(by_layer.values()) / 3)
+    assert f"cheerful vs simple: mean {mean:.3f} over layers 1-3" in builder.summary()
+    json.dumps(aligned.config.axes)  # saved with the pack
+
+
+def test_one_axis_has_no_subspace_cosine(tiny_chat_llama):
+    model, tok = tiny_chat_llama
+    builder = _build(model, tok, axes=["cheerful"], check_queries=0)
+    build = builder.build(QUERIES).config.axes[0]["build"]
+    assert build["subspace_cosine"] == {} and build["subspace_cosine_mean"] == {}
+    assert "Subspace cosine" not in builder.summary()
 
 
 def test_paper_strategy_saves_records_and_resumes(tmp_path, tiny_chat_llama):

@@ -10,6 +10,7 @@ from alignez_hf.builder.subspace import (
     orient,
     rank_for_energy,
     split_half_accuracy,
+    subspace_cosine,
 )
 
 
@@ -67,3 +68,19 @@ def test_split_half_accuracy_is_chance_on_noise_and_one_on_signal():
     assert abs(split_half_accuracy(noise) - 0.5) < 0.1
     assert split_half_accuracy(noise + 5.0) == 1.0
     assert math.isnan(split_half_accuracy(noise[:3]))
+
+
+def test_subspace_cosine_is_the_largest_principal_cosine():
+    x, y, z = torch.eye(3)
+    assert subspace_cosine(x, x) == pytest.approx(1.0)
+    assert subspace_cosine(x, y) == pytest.approx(0.0, abs=1e-12)
+    # Rank 1: |cos|, whatever the sign or the length of the rows.
+    assert subspace_cosine(x, torch.tensor([1.0, 1.0, 0.0])) == pytest.approx(math.sqrt(0.5))
+    assert subspace_cosine(-x, 2 * torch.tensor([[1.0, 1.0, 0.0]])) == pytest.approx(math.sqrt(0.5))
+    # A plane and a line: the cosine of the line with its projection on the plane (0.6 = |(0.6, 0)|).
+    plane = torch.stack([x, y])
+    assert subspace_cosine(plane, torch.tensor([0.6, 0.0, 0.8])) == pytest.approx(0.6)
+    assert subspace_cosine(torch.tensor([0.0, 0.6, 0.8]), plane) == pytest.approx(0.6)
+    # Two planes meeting in a line share a direction: cosine 1, even with non-orthonormal rows.
+    assert subspace_cosine(plane, torch.stack([y + z, 3 * y])) == pytest.approx(1.0)
+    assert subspace_cosine(plane, z) == pytest.approx(0.0, abs=1e-12)

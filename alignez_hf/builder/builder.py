@@ -21,7 +21,7 @@ from .generation import GenerationStats, RecordStore, SamplingSettings, generate
 from .quality import SelfCheck, self_check
 from .queries import load_queries, truncate_queries
 from .strategies import DEFAULT_STRATEGY, Strategy, band_layers, get_strategy
-from .subspace import LayerSubspace, SubspaceError, fit_subspace
+from .subspace import LayerSubspace, SubspaceError, fit_subspace, subspace_cosine
 
 RECORDS_FILE = "self_generated.jsonl"
 CHECK_TOKENS = 16  # continuation length of the self-check: long enough to carry a tone, short enough to be cheap
@@ -48,12 +48,21 @@ class AxisReport:
     generation: dict[str, float] = field(default_factory=dict)
     quality: dict | None = None
     warnings: list[str] = field(default_factory=list)
+    # {other axis: {layer: largest principal cosine}} on the layers both axes edit.
+    subspace_cosine: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def as_metadata(self) -> dict:
         """JSON-ready form (layer keys become strings, NaN becomes None)."""
         out = asdict(self)
         for key in ("pairs_kept", "rank", "separation"):
             out[key] = {str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out[key].items()}
+        out["subspace_cosine"] = {
+            other: {str(k): v for k, v in by_layer.items()} for other, by_layer in self.subspace_cosine.items()
+        }
+        out["subspace_cosine_mean"] = {
+            other: (sum(by_layer.values()) / len(by_layer) if by_layer else None)
+            for other, by_layer in self.subspace_cosine.items()
+        }
         return out
 
 
@@ -138,6 +147,9 @@ class AlignEZBuilder:
         )
         aligned.eval()
         self.reports = [self._build_axis(aligned, axis, queries, store) for axis in self.axes]
+        self._measure_overlap(aligned)
+        for report in self.reports:
+            next(a for a in aligned.config.axes if a["name"] == report.axis)["build"] = report.as_metadata()
         if self.verbose:
             print(self.summary())
         if out is not None:
@@ -192,6 +204,20 @@ class AlignEZBuilder:
                 )
             lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items()))
             lines.extend(f"  WARNING: {w}" for w in r.warnings)
+        pairs = [(r, other) for i, r in enumerate(self.reports) for other in self.reports[i + 1 :]]
+        if pairs:
+            lines.append("Subspace cosine between axes, per layer both edit (0 = independent, 1 = same direction):")
+        for r, other in pairs:
+            by_layer = r.subspace_cosine.get(other.axis, {})
+            if not by_layer:
+                lines.append(f"- {r.axis} vs {other.axis}: no shared layers")
+                continue
+            low, high = min(by_layer, key=by_layer.get), max(by_layer, key=by_layer.get)
+            lines.append(
+                f"- {r.axis} vs {other.axis}: mean {sum(by_layer.values()) / len(by_layer):.3f} over layers "
+                f"{_ranges(list(by_layer))}, from {by_layer[low]:.3f} (layer {low}) to {by_layer[high]:.3f} "
+                f"(layer {high})"
+            )
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ stages
@@ -344,9 +370,19 @@ class AlignEZBuilder:
             )
         for text in report.warnings:
             warnings.warn(f"Axis {axis.name!r}: {text}", stacklevel=3)
-        entry = next(a for a in aligned.config.axes if a["name"] == axis.name)
-        entry["build"] = report.as_metadata()
         return report
+
+    def _measure_overlap(self, aligned: AlignEZForCausalLM) -> None:
+        """Record, for every pair of axes, the cosine between their subspaces on each layer both edit."""
+        directions = {r.axis: aligned.axis_tensors(r.axis)["directions"] for r in self.reports}
+        for i, r in enumerate(self.reports):
+            for other in self.reports[i + 1 :]:
+                mine, theirs = directions[r.axis], directions[other.axis]
+                by_layer = {
+                    layer: subspace_cosine(mine[layer], theirs[layer]) for layer in sorted(set(mine) & set(theirs))
+                }
+                r.subspace_cosine[other.axis] = by_layer
+                other.subspace_cosine[r.axis] = dict(by_layer)
 
     def _sequences(
         self, axis: Axis, queries: list[str], records: list[dict] | None

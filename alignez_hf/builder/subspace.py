@@ -121,3 +121,14 @@ def fit_subspace(
         mean_neg_proj=neg[keep].mean(0) @ directions.T,
         separation=split_half_accuracy(diffs),
     )
+
+
+def subspace_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest principal-angle cosine between the row spans of ``a`` ``[k, d]`` and ``b`` ``[m, d]`` (|cos| for k=m=1).
+
+    0 means the two axes edit orthogonal subspaces, 1 that they share a direction (METHOD.md section 6: correlated
+    axes separate poorly).
+    """
+    a, b = a.reshape(-1, a.shape[-1]).double(), b.reshape(-1, b.shape[-1]).double()
+    qa, qb = torch.linalg.qr(a.T).Q, torch.linalg.qr(b.T).Q  # orthonormal bases, whatever the rows' norms
+    return min(1.0, float(torch.linalg.svdvals(qa.T @ qb).max()))
