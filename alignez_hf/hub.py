@@ -187,6 +187,9 @@ def _build_section(config: dict[str, Any]) -> str:
                 f"+strength, {_fmt(quality.get('reverse_shift'))} at −strength, random directions "
                 f"{_fmt(quality.get('random_shift'))})"
             )
+        for other, cosine in (build.get("subspace_cosine_mean") or {}).items():
+            if cosine is not None:
+                facts.append(f"subspace cosine with `{other}`: {cosine:.2f} (0 = independent axes, 1 = the same)")
         for warning in build.get("warnings") or []:
             facts.append(f"warning: {warning}")
         if facts:

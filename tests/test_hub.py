@@ -325,6 +325,7 @@ def test_model_card_renders_build_and_evaluation(tmp_path, tiny_llama):
         "pairs_kept": {"1": 31, "2": 29},
         "rank": {"1": 2, "2": 1},
         "quality": {"shift": 0.42, "reverse_shift": -0.3, "random_shift": 0.05, "effective": True},
+        "subspace_cosine_mean": {"simple": 0.071},
     }
     model.config.evaluation = {
         "seed": 0,
@@ -345,6 +346,7 @@ def test_model_card_renders_build_and_evaluation(tmp_path, tiny_llama):
         "40 queries",
         "pairs kept per layer: 1: 31, 2: 29",
         "self-check: the axis moves the model",
+        "subspace cosine with `simple`: 0.07",
         "| cheerful | neutral | steered | 2 | 20 | 0.41 [0.2, 0.6] | 0 [0, 0.1] |",
         "not measured: helpfulness",
         "revision `abc123`",
