@@ -103,7 +103,8 @@ def main() -> None:
             "all_runs": speeds,
             "relative_to_base": {name: median[name] / median["base"] for name in variants},
         }
-        print(f"batch {batch}: " + ", ".join(f"{n} {median[n]:.1f} tok/s ({median[n] / median['base']:.1%})" for n in variants))
+        cells = [f"{n} {median[n]:.1f} tok/s ({median[n] / median['base']:.1%})" for n in variants]
+        print(f"batch {batch}: " + ", ".join(cells))
     results.update(
         {
             "model": "SmolLM2-135M-Instruct (fp32, CPU)",
@@ -112,10 +113,12 @@ def main() -> None:
             "pack": {"axes": 1, "layers": 11, "rank": 4, "steering_safetensors_bytes": pack_bytes},
             "pack_load_s": load_s,
             "peak_rss_mb": _peak_rss_mb(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads",
         }
     )
-    print(f"steering.safetensors: {pack_bytes / 1024:.1f} KiB; pack load: {load_s:.2f} s; peak RSS {_peak_rss_mb():.0f} MB")
+    print(f"steering.safetensors: {pack_bytes / 1024:.1f} KiB; pack load: {load_s:.2f} s")
+    print(f"peak RSS {_peak_rss_mb():.0f} MB")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -177,3 +177,32 @@ def test_smollm2_small_run(smollm2, smollm2_tokenizer, tmp_path):
     assert 0.0 < base["metrics"]["nll"]["value"] < 3.0  # its own greedy answers are likely under the base
     assert all(a["answer"] for a in results["answers"] if a["strength"] == 0)
     assert next(r for r in results["kl"] if r["strength"] == 0)["kl"]["value"] == 0.0
+
+
+def test_settings_on_one_base_share_its_answers(tiny_pack, monkeypatch):
+    """The unsteered answers depend only on the base: two packs of one base generate them once, with equal results."""
+    model, tokenizer = tiny_pack
+    other = AlignEZForCausalLM.from_base(model.base, tokenizer)
+    other.add_axis("cheerful", model.axis_tensors("cheerful")["directions"])
+    import alignez_hf.evaluation.harness as harness
+
+    calls = []
+    real = harness.generate_answers
+
+    def counting(m, tok, jobs, *args, **kwargs):
+        calls.append(sum(1 for _, steer in jobs if not any(v != 0 for v in steer.values())))
+        return real(m, tok, jobs, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "generate_answers", counting)
+    settings = [Setting("a", model, "cheerful", tokenizer), Setting("b", other, "cheerful", tokenizer)]
+    cache: dict = {}
+    results = evaluate(
+        settings=settings, strengths=[1.0], limit=2, max_new_tokens=4, kl=False, progress=False, base_cache=cache
+    )
+    assert calls == [2, 0]  # the second setting's base answers come from the first
+    base = {(a["setting"], a["index"]): a["answer"] for a in results["answers"] if a["condition"] == "base"}
+    assert base[("a", 0)] == base[("b", 0)] and base[("a", 1)] == base[("b", 1)]
+    evaluate(
+        settings=settings[:1], strengths=[1.0], limit=2, max_new_tokens=4, kl=False, progress=False, base_cache=cache
+    )
+    assert calls[-1] == 0  # and across calls with the same cache

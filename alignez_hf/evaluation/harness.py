@@ -330,14 +330,17 @@ def evaluate(
     out_dir: str | None = None,
     plots: bool = True,
     progress: bool = True,
+    base_cache: dict | None = None,
 ) -> dict[str, Any]:
     """Compare the base (strength 0) with each strength of one axis, or of several ``settings``, on prompt sets.
 
     Returns the results dict (see ``results.json``); with ``out_dir`` also writes results.json, results.md,
-    answers.json and plots.
+    answers.json and plots. Settings that wrap the same base model object share its (greedy, unsteered) answers
+    instead of generating them again; pass a dict as ``base_cache`` to share them across calls as well.
     """
     started = time.time()
     torch.manual_seed(seed)
+    base_cache = {} if base_cache is None else base_cache
     strengths = sorted({0.0, *(float(s) for s in strengths)})
     steered = [s for s in strengths if s != 0]
     chosen = _settings(model, tokenizer, axis, settings)
@@ -357,7 +360,9 @@ def evaluate(
                     for condition, name, s in conditions:
                         keys.append((set_name, i, condition, s))
                         jobs.append((prompt, {name: s}))
-            gens = generate_answers(m, tok, jobs, max_new_tokens, batch_size, progress, desc=f"{setting.label}")
+            gens = _generate_with_base_cache(
+                m, tok, jobs, max_new_tokens, batch_size, progress, f"{setting.label}", base_cache
+            )
             scored: dict[tuple, list] = defaultdict(list)
             for key, gen in zip(keys, gens):
                 scored[(key[0], key[2], key[3])].append(_score(gen))
@@ -431,6 +436,31 @@ def evaluate(
         write_results(results, out_dir, answers=answers, plots=plots)
     results["answers"] = answers
     return results
+
+
+def _generate_with_base_cache(
+    model, tokenizer, jobs, max_new_tokens: int, batch_size: int, progress: bool, desc: str, cache: dict
+) -> list[Generation]:
+    """``generate_answers``, serving unsteered jobs from ``cache`` when the same base already answered them.
+
+    Strength 0 runs the exact base model with greedy decoding, so its answer depends only on the base model, the
+    tokenizer, the prompt and the length limit: the key. Steered jobs are always generated.
+    """
+    key = (id(model.base), id(tokenizer), max_new_tokens)
+    results: list[Generation | None] = [None] * len(jobs)
+    todo = []
+    for i, (prompt, steer) in enumerate(jobs):
+        hit = cache.get((*key, prompt)) if not any(v != 0 for v in steer.values()) else None
+        if hit is not None:
+            results[i] = Generation(prompt, {k: float(v) for k, v in steer.items()}, hit.text, hit.tokens, hit.nll)
+        else:
+            todo.append(i)
+    made = generate_answers(model, tokenizer, [jobs[i] for i in todo], max_new_tokens, batch_size, progress, desc)
+    for i, gen in zip(todo, made):
+        results[i] = gen
+        if not any(v != 0 for v in jobs[i][1].values()):
+            cache[(*key, jobs[i][0])] = gen
+    return results  # type: ignore[return-value]
 
 
 def _versions() -> dict[str, str]:
