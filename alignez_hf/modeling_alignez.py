@@ -587,9 +587,7 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
             raise NotADirectoryError(f"{target} exists and is not a folder.")
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a saved pack is an ordinary folder
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a saved pack is an ordinary folder
         try:
             self._write_pack(staging, include_base, kwargs)
             _publish(staging, target)
@@ -606,6 +604,7 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         config.bundled_base = BUNDLED_BASE_FOLDER if include_base else None
         config.save_pretrained(folder)
         save_file(self.steering_state_dict(), str(folder / STEERING_FILE), metadata={"format": "pt", "alignez": "1"})
+        (folder / STEERING_FILE).chmod(0o666 & ~_umask())  # safetensors writes it private
         if self.generation_config is not None:
             self.generation_config.save_pretrained(folder)
         if self.tokenizer is not None:
@@ -722,6 +721,12 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
             self._directions[name] = {k: v.float() for k, v in found["directions"].items()}
             self._scales[name] = {k: v.float() for k, v in found["scales"].items()}
             self._stats[name] = found["stats"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _position_ids(attention_mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -61,13 +61,14 @@ def main() -> None:
         sizes = {f.name: f.stat().st_size for f in (Path(tmp) / "pack").iterdir()}
     report = builder.reports[0]
 
-    # The same prompts, the same length: batched (as the builder runs) vs one query at a time.
+    # Same prompts, same length, fixed token count: the builder's batch size vs one query at a time
+    # (tokens/s; the single-query run takes the first --single prompts to keep it short).
     tokens = builder.strategy.answer_tokens or 16
-    texts = [builder_prompts.chat_prompt(tok, q) for q in queries[: max(args.single, 1)]]
+    texts = [builder_prompts.chat_prompt(tok, q) for q in queries[: args.batch_size]]
     greedy = SamplingSettings(do_sample=False)
     batched, single = GenerationStats(), GenerationStats()
-    generate_texts(model, tok, texts, tokens, greedy, batch_size=len(texts), stats=batched)
-    generate_texts(model, tok, texts, tokens, greedy, batch_size=1, stats=single)
+    generate_texts(model, tok, texts, tokens, greedy, batch_size=args.batch_size, stats=batched)
+    generate_texts(model, tok, texts[: max(args.single, 1)], tokens, greedy, batch_size=1, stats=single)
 
     figures = {
         "queries": len(queries),
@@ -78,7 +79,7 @@ def main() -> None:
         "tokens_per_second_batched": round(batched.tokens_per_second, 2),
         "tokens_per_second_single": round(single.tokens_per_second, 2),
         "batching_speedup": round(batched.tokens_per_second / max(single.tokens_per_second, 1e-9), 2),
-        "comparison_prompts": len(texts),
+        "comparison_prompts": {"batched": len(texts), "single": min(len(texts), max(args.single, 1))},
         "pack_bytes": sum(sizes.values()),
         "steering_bytes": sizes.get("steering.safetensors", 0),
         "self_generated_bytes": sizes.get("self_generated.jsonl", 0),

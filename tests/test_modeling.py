@@ -1,5 +1,7 @@
 """AlignEZForCausalLM on tiny random models: where edits land, batching, save/load, dtypes."""
 
+import os
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -253,6 +255,10 @@ def test_resave_is_atomic_and_keeps_foreign_files(tiny_llama, tmp_path):
     assert (pack / "notes.txt").read_text() == "mine"
     assert AlignEZConfig.from_pretrained(pack).axes[0]["strength"] == 0.25
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folders left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (pack.stat().st_mode & 0o777) == 0o777 & ~umask  # an ordinary folder, not mkdtemp's private one
+    assert ((pack / "steering.safetensors").stat().st_mode & 0o777) == 0o666 & ~umask
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
