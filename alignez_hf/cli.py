@@ -104,6 +104,21 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_pack_is_current(pack: Path) -> bool:
+    """Whether the cached demo pack was built with today's strategy settings (defaults change between versions)."""
+    import json
+    from dataclasses import asdict
+
+    from .builder.strategies import STRATEGIES
+
+    try:
+        axes = json.loads((pack / "config.json").read_text("utf-8")).get("axes") or []
+    except (OSError, ValueError):
+        return False
+    current = json.loads(json.dumps(asdict(STRATEGIES[DEMO_STRATEGY])))  # tuples -> lists, as stored
+    return any(a.get("name") == DEMO_AXIS and a.get("strategy_settings") == current for a in axes)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Build (or reuse) the demo pack and print base vs aligned answers for held-out prompts."""
     import torch
@@ -117,7 +132,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     model, tokenizer, recorded = _load_base(DEFAULT_MODEL)
     pack = cache_dir() / "packs" / f"{DEFAULT_MODEL}-{DEMO_AXIS}-{DEMO_STRATEGY}"
     data = resources.files("alignez_hf") / "data"
-    if (pack / "config.json").is_file() and not args.rebuild:
+    if (pack / "config.json").is_file() and not args.rebuild and _demo_pack_is_current(pack):
         print(f"Using the cached pack {pack} (alignez demo --rebuild builds it again).")
         aligned = AlignEZForCausalLM.from_pretrained(pack, base_model=model)
         aligned.tokenizer = tokenizer

@@ -38,3 +38,22 @@ def test_build_command_writes_a_pack_and_refuses_another(tmp_path, tiny_chat_dir
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     assert main(["build", "--base", tiny_chat_dir, "--queries", str(empty), "--out", str(out), "--axis", "humor"]) == 2
+
+
+def test_demo_rebuilds_a_cached_pack_built_with_other_settings(tmp_path):
+    """A cached demo pack is reused only if it was built with today's strategy settings."""
+    import json
+    from dataclasses import asdict
+
+    from alignez_hf.builder.strategies import STRATEGIES
+    from alignez_hf.cli import DEMO_AXIS, DEMO_STRATEGY, _demo_pack_is_current
+
+    settings = json.loads(json.dumps(asdict(STRATEGIES[DEMO_STRATEGY])))
+    config = {"axes": [{"name": DEMO_AXIS, "strategy_settings": settings}]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert _demo_pack_is_current(tmp_path)
+    settings["scale_fraction"] = settings["scale_fraction"] / 2
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert not _demo_pack_is_current(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    assert not _demo_pack_is_current(tmp_path)
