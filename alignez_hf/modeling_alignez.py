@@ -425,11 +425,9 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
                 return None
             hidden = output[0] if isinstance(output, tuple) else output
             edits = session.edits_for(layer, hidden.shape[0], hidden.device)
-            if not torch.is_grad_enabled():
-                edited = hidden
-            else:
-                edited = hidden.clone()
-            if session.positions == "all":
+            # Edit in place when no graph is recorded (generation); with gradients, work on a copy.
+            edited = hidden if not torch.is_grad_enabled() or session.positions == "all" else hidden.clone()
+            if session.positions == "all":  # builds a new tensor: no copy needed
                 flat = edited.reshape(-1, edited.shape[-1])
                 per_pos = [
                     (

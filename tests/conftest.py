@@ -6,12 +6,12 @@ import os
 
 import pytest
 import torch
+from tiny_models import make_tiny_llama
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
-    LlamaConfig,
     LlamaForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -39,27 +39,10 @@ def smollm2(smollm2_path):
     return AutoModelForCausalLM.from_pretrained(smollm2_path).eval()
 
 
-def _tiny_llama(vocab_size: int = 256, seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
 @pytest.fixture
 def tiny_llama() -> LlamaForCausalLM:
     """A random 4-layer Llama (hidden 32)."""
-    return _tiny_llama()
+    return make_tiny_llama()
 
 
 @pytest.fixture
@@ -90,7 +73,7 @@ def tiny_qwen2() -> Qwen2ForCausalLM:
 @pytest.fixture
 def tiny_chat_llama(smollm2_tokenizer):
     """A random tiny Llama that shares SmolLM2's real tokenizer and chat template (for builder mechanics)."""
-    return _tiny_llama(vocab_size=len(smollm2_tokenizer)), smollm2_tokenizer
+    return make_tiny_llama(vocab_size=len(smollm2_tokenizer)), smollm2_tokenizer
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from tiny_models import make_tiny_llama
 
 from alignez_hf import AlignEZForCausalLM
 from alignez_hf.evaluation.harness import evaluate
@@ -44,19 +45,7 @@ def test_heatmap_with_missing_cells(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_results(smollm2_tokenizer):
-    torch.manual_seed(0)
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(smollm2_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    model = AlignEZForCausalLM.from_base(LlamaForCausalLM(config).eval(), smollm2_tokenizer)
+    model = AlignEZForCausalLM.from_base(make_tiny_llama(vocab_size=len(smollm2_tokenizer)), smollm2_tokenizer)
     model.add_axis("cheerful", {1: torch.randn(32)})
     results = evaluate(
         model, smollm2_tokenizer, "cheerful", strengths=[0, 2], limit=2, max_new_tokens=3, progress=False
