@@ -27,7 +27,8 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
         action="append",
         required=True,
         help="Preset (harmless, helpful, humor, cheerful, "
-        "simple) or 'name=positive,negative'. Repeat for several axes.",
+        "simple) or 'name=positive,negative', optionally with '@refusal' or '@sentiment' (the behaviour its "
+        "positive pole should raise, checked on the model). Repeat for several axes.",
     )
     p.add_argument("--queries", required=True, help="Query file: .txt (one per line), .jsonl or .csv.")
     p.add_argument("--column", default=None, help="Field or column holding the query (.jsonl/.csv).")
@@ -44,6 +45,13 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer-band", default=None, help="Edited layers as fractions of depth, e.g. 0.33,0.67.")
     p.add_argument("--scale-fraction", type=float, default=None, help="Push per unit strength (fraction of norm).")
     p.add_argument("--seed", type=int, default=0, help="Random seed.")
+    p.add_argument(
+        "--orient-queries",
+        type=int,
+        default=16,
+        help="Build queries for the sign check of axes that name a behaviour (harmless, cheerful, name=a,b@refusal); "
+        "0 skips it.",
+    )
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Upload the pack to this Hub repo.")
     from .hub import add_push_arguments
 
@@ -92,6 +100,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         characteristics_tokens=args.characteristics_tokens,
         layer_band=band,
         scale_fraction=args.scale_fraction,
+        orient_queries=args.orient_queries,
         base_model_name_or_path=recorded,
     )
     builder.build(queries, output_dir=args.out, overwrite=args.overwrite)

@@ -187,6 +187,20 @@ def _build_section(config: dict[str, Any]) -> str:
                 f"+strength, {_fmt(quality.get('reverse_shift'))} at −strength, random directions "
                 f"{_fmt(quality.get('random_shift'))})"
             )
+        sign = build.get("orientation")
+        if sign:
+            outcome = (
+                "the axis was FLIPPED (as built, +strength lowered it)"
+                if sign.get("flipped")
+                else "the keyword order was kept"
+                if sign.get("decided")
+                else "no clear difference, so the sign is unverified"
+            )
+            facts.append(
+                f"sign check against {sign['behaviour']} on {sign['queries']} build queries: "
+                f"{_fmt(sign.get('minus'))} / {_fmt(sign.get('base'))} / {_fmt(sign.get('plus'))} at "
+                f"−{sign['strength']:g} / 0 / +{sign['strength']:g} as built; {outcome}"
+            )
         for other, cosine in (build.get("subspace_cosine_mean") or {}).items():
             if cosine is not None:
                 facts.append(f"subspace cosine with `{other}`: {cosine:.2f} (0 = independent axes, 1 = the same)")

@@ -325,6 +325,16 @@ def test_model_card_renders_build_and_evaluation(tmp_path, tiny_llama):
         "pairs_kept": {"1": 31, "2": 29},
         "rank": {"1": 2, "2": 1},
         "quality": {"shift": 0.42, "reverse_shift": -0.3, "random_shift": 0.05, "effective": True},
+        "orientation": {
+            "behaviour": "sentiment",
+            "queries": 16,
+            "strength": 2.0,
+            "minus": 0.61,
+            "base": 0.3,
+            "plus": -0.2,
+            "flipped": True,
+            "decided": True,
+        },
         "subspace_cosine_mean": {"simple": 0.071},
     }
     model.config.evaluation = {
@@ -346,6 +356,8 @@ def test_model_card_renders_build_and_evaluation(tmp_path, tiny_llama):
         "40 queries",
         "pairs kept per layer: 1: 31, 2: 29",
         "self-check: the axis moves the model",
+        "sign check against sentiment on 16 build queries: 0.61 / 0.3 / -0.2 at −2 / 0 / +2 as built; the axis was "
+        "FLIPPED",
         "subspace cosine with `simple`: 0.07",
         "| cheerful | neutral | steered | 2 | 20 | 0.41 [0.2, 0.6] | 0 [0, 0.1] |",
         "not measured: helpfulness",

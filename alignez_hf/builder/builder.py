@@ -18,6 +18,7 @@ from . import prompts
 from .axes import Axis, parse_axis
 from .embeddings import embed_ids, encode
 from .generation import GenerationStats, RecordStore, SamplingSettings, generate_texts, self_generate
+from .orientation import flip_axis, measure_orientation, spread
 from .quality import SelfCheck, self_check
 from .queries import load_queries, truncate_queries
 from .strategies import DEFAULT_STRATEGY, Strategy, band_layers, get_strategy
@@ -47,6 +48,7 @@ class AxisReport:
     seconds: dict[str, float] = field(default_factory=dict)
     generation: dict[str, float] = field(default_factory=dict)
     quality: dict | None = None
+    orientation: dict | None = None
     warnings: list[str] = field(default_factory=list)
     # {other axis: {layer: largest principal cosine}} on the layers both axes edit.
     subspace_cosine: dict[str, dict[int, float]] = field(default_factory=dict)
@@ -91,6 +93,9 @@ class AlignEZBuilder:
         n_directions: int | None = None,
         max_query_tokens: int | None = None,
         check_queries: int = 4,
+        orient: bool = True,
+        orient_queries: int = 16,
+        orient_strength: float = 2.0,
         progress: bool = True,
         verbose: bool = True,
         base_model_name_or_path: str | None = None,
@@ -118,6 +123,9 @@ class AlignEZBuilder:
         self.batch_size = max(1, int(batch_size))
         self.max_query_tokens = max_query_tokens
         self.check_queries = check_queries
+        self.orient = orient
+        self.orient_queries = orient_queries
+        self.orient_strength = orient_strength
         self.progress = progress
         self.verbose = verbose
         self.base_model_name_or_path = base_model_name_or_path or getattr(model.config, "name_or_path", None) or None
@@ -201,6 +209,13 @@ class AlignEZBuilder:
                     f"  self-check ({q['prompts']} prompts, strength +-{q['strength']:g}): margin shift "
                     f"{q['shift']:+.3f} / {q['reverse_shift']:+.3f} nats/token vs random {q['random_shift']:.3f}"
                     f" -> {'moves the model' if q['effective'] else 'LIKELY DOES NOTHING'}"
+                )
+            if r.orientation:
+                o = r.orientation
+                outcome = "FLIPPED" if o["flipped"] else "kept" if o["decided"] else "no clear difference, kept"
+                lines.append(
+                    f"  sign check ({o['behaviour']}, {o['queries']} build queries, +-{o['strength']:g}): "
+                    f"{o['minus']:.2f} / {o['base']:.2f} / {o['plus']:.2f} at -/0/+ -> {outcome}"
                 )
             lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items()))
             lines.extend(f"  WARNING: {w}" for w in r.warnings)
@@ -363,6 +378,39 @@ class AlignEZBuilder:
                     f"({check.random_shift:.3f}). The model may not follow the persona prompts (mean separation "
                     f"{mean_sep}, 0.5 = chance). Try {tips}a higher strength, or a larger model."
                 )
+        if self.orient and axis.behaviour and s.rule == "additive" and self.orient_queries > 0:
+            # After the self-check, which measures the persona contrast as built, whatever its sign.
+            # (tanh and relu rules follow the sign of x . theta: flipping theta would change nothing)
+            began = time.perf_counter()
+            orientation = measure_orientation(
+                aligned,
+                self.tokenizer,
+                axis.name,
+                axis.behaviour,
+                spread(queries, self.orient_queries),
+                strength=self.orient_strength,
+                batch_size=self.batch_size * 2,
+            )
+            report.seconds["orientation"] = time.perf_counter() - began
+            if orientation is not None:
+                if orientation.points_backwards:
+                    flip_axis(aligned, axis.name)
+                    orientation.flipped = True
+                report.orientation = orientation.as_dict()
+                if orientation.flipped:
+                    report.warnings.append(
+                        f"the {axis.positive!r} - {axis.negative!r} contrast LOWERED {axis.behaviour} on this model "
+                        f"({orientation.measured()}, as built); the builder flipped the axis so that +strength raises "
+                        f"{axis.behaviour}. The model likely reads the persona words rather than playing the roles."
+                    )
+
+        if check is not None and check.prompts and 2 * check.identical >= check.prompts:
+            report.warnings.append(
+                f"the model wrote the same continuation under the {axis.positive!r} and {axis.negative!r} persona "
+                f"prompts for {check.identical} of {check.prompts} check queries: it may be ignoring them, so the axis "
+                "reflects how it reads the persona words rather than the roles. Measure the pack (alignez eval) "
+                "before shipping it."
+            )
         if sep and sum(sep) / len(sep) < 0.6:
             report.warnings.append(
                 f"the pairs separate barely better than chance on the edited layers (mean {sum(sep) / len(sep):.2f}, "

@@ -57,8 +57,12 @@ def generate_texts(
     batch_size: int = 8,
     seed: int = 0,
     stats: GenerationStats | None = None,
+    steering: dict | None = None,
 ) -> list[str]:
-    """Continue each prompt text (already formatted), batched with left padding; returns the new text only."""
+    """Continue each prompt text (already formatted), batched with left padding; returns the new text only.
+
+    ``steering`` (strengths per axis) is passed to an AlignEZForCausalLM's ``generate``.
+    """
     out: list[str] = []
     with left_padding(tokenizer):
         for start in range(0, len(texts), batch_size):
@@ -77,6 +81,7 @@ def generate_texts(
                     do_sample=sampling.do_sample,
                     pad_token_id=tokenizer.pad_token_id,
                     **extra,
+                    **({"steering": steering} if steering is not None else {}),
                 )
             new = ids[:, enc["input_ids"].shape[1] :].cpu()
             if stats is not None:

@@ -27,6 +27,7 @@ class SelfCheck:
     reverse_shift: float  # steering at -strength
     random_shift: float  # largest |shift| among random directions of the same size
     strength: float
+    identical: int = 0  # check queries whose two persona continuations are the same text
 
     @property
     def effective(self) -> bool:
@@ -111,4 +112,5 @@ def self_check(
         reverse_shift=minus - base,
         random_shift=max(random_shifts),
         strength=strength,
+        identical=sum(pos.strip() == neg.strip() for _, pos, neg in rows),
     )

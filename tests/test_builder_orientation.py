@@ -1,0 +1,103 @@
+"""The sign check: an axis that names a behaviour is oriented by it on the model's own build queries."""
+
+import warnings
+
+import pytest
+import torch
+
+from alignez_hf.builder import AlignEZBuilder
+from alignez_hf.builder.axes import Axis
+from alignez_hf.builder.orientation import Orientation, flip_axis, measure_orientation, spread
+
+QUERIES = ["How do I bake bread?", "Tell me about rivers.", "How can I steal a bike?", "What is a good book?"]
+
+
+def _build(model, tok, axes, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a random tiny model rightly triggers the "does nothing" warning
+        builder = AlignEZBuilder(model, tok, axes=axes, progress=False, verbose=False, check_queries=2, **kwargs)
+        return builder, builder.build(QUERIES)
+
+
+def test_spread_picks_evenly_spaced_items():
+    assert spread(list(range(10)), 4) == [0, 3, 6, 9]
+    assert spread([1, 2], 5) == [1, 2]
+    assert spread(list(range(7)), 1) == [0]
+
+
+def test_flip_axis_makes_plus_do_what_minus_did(tiny_chat_llama):
+    model, tok = tiny_chat_llama
+    _, aligned = _build(model, tok, ["cheerful"], orient=False)
+    before = aligned.axis_tensors("cheerful")
+    entry = dict(aligned.config.axes[0])
+    enc = tok(["Tell me about the sea."], return_tensors="pt")
+    settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+    minus = aligned.generate(**enc, **settings, steering={"cheerful": -4.0})
+    plus = aligned.generate(**enc, **settings, steering={"cheerful": 4.0})
+    assert not torch.equal(minus, plus)  # the push is large enough to matter on the tiny model
+
+    flip_axis(aligned, "cheerful")
+    after = aligned.axis_tensors("cheerful")
+    assert torch.equal(aligned.generate(**enc, **settings, steering={"cheerful": 4.0}), minus)
+    for layer, d in before["directions"].items():
+        assert torch.equal(after["directions"][layer], -d)
+        assert torch.equal(after["scales"][layer], before["scales"][layer])
+        assert torch.equal(after["stats"][f"mean_pos_proj.{layer}"], -before["stats"][f"mean_pos_proj.{layer}"])
+    assert torch.equal(after["stats"]["norms"], before["stats"]["norms"])
+    kept = aligned.config.axes[0]
+    assert {k: kept[k] for k in entry if k != "build"} == {k: v for k, v in entry.items() if k != "build"}
+
+
+def test_orientation_is_measured_recorded_and_printed(tiny_chat_llama):
+    model, tok = tiny_chat_llama
+    builder, aligned = _build(model, tok, ["harmless"], orient_queries=3, orient_strength=1.5)
+    orientation = aligned.config.axes[0]["build"]["orientation"]
+    assert orientation["behaviour"] == "refusal" and orientation["queries"] == 3 and orientation["strength"] == 1.5
+    assert all(0.0 <= orientation[k] <= 1.0 for k in ("minus", "base", "plus"))
+    gap = 2.0 / 3  # two of the three queries
+    assert orientation["flipped"] == (orientation["minus"] - orientation["plus"] >= gap - 1e-9)
+    assert "sign check (refusal, 3 build queries, +-1.5)" in builder.summary()
+    # The measurement is reproducible: greedy answers, the same queries.
+    again = measure_orientation(aligned, tok, "harmless", "refusal", spread(QUERIES, 3), strength=1.5)
+    expected = (
+        (orientation["plus"], orientation["minus"])
+        if not orientation["flipped"]
+        else (
+            orientation["minus"],
+            orientation["plus"],
+        )
+    )
+    assert (again.plus, again.minus) == expected
+
+
+def test_axes_without_a_behaviour_or_with_orient_off_are_not_checked(tiny_chat_llama):
+    model, tok = tiny_chat_llama
+    _, aligned = _build(model, tok, ["helpful", Axis("shy", "shy", "bold")])
+    assert all(a["build"]["orientation"] is None for a in aligned.config.axes)
+    _, aligned = _build(model, tok, ["harmless"], orient=False)
+    assert aligned.config.axes[0]["build"]["orientation"] is None
+
+
+def test_orientation_words():
+    o = Orientation("sentiment", 8, 2.0, minus=0.5, base=0.2, plus=-0.1)
+    assert o.decided and "0.50 at -2" in o.measured() and "-0.10 at +2" in o.measured()
+    assert o.points_backwards
+    assert not Orientation("refusal", 8, 2.0, 0.0, 0.0, 0.0).decided
+    one_query = Orientation("refusal", 8, 2.0, minus=0.125, base=0.0, plus=0.0)  # one refusal in 8 is noise
+    assert not one_query.decided and not one_query.points_backwards
+    assert Orientation("refusal", 8, 2.0, minus=0.25, base=0.0, plus=0.0).points_backwards
+    assert not Orientation("sentiment", 8, 2.0, minus=0.3, base=0.2, plus=0.25).decided
+    with pytest.raises(ValueError):
+        measure_orientation(None, None, "x", "politeness", ["q"])
+
+
+def test_identical_persona_continuations_are_counted_and_warned(tiny_chat_llama):
+    model, tok = tiny_chat_llama
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        builder = AlignEZBuilder(model, tok, axes=["cheerful"], progress=False, verbose=False, check_queries=4)
+        aligned = builder.build(QUERIES)
+    quality = aligned.config.axes[0]["build"]["quality"]
+    assert 0 <= quality["identical"] <= quality["prompts"] == 4
+    warned = any("same continuation under the 'cheerful' and 'gloomy'" in str(w.message) for w in caught)
+    assert warned == (2 * quality["identical"] >= quality["prompts"])
