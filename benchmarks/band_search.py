@@ -25,8 +25,9 @@ import eval_small_models as issue6  # noqa: E402  (shares the pack cache, split 
 from alignez_hf.builder.strategies import STRATEGIES  # noqa: E402
 from alignez_hf.evaluation.report import write_json_atomic  # noqa: E402
 
+PUSH = 0.02  # fraction of the layer norm per unit strength, equal for every band (the default before this search)
 BANDS = {
-    "1/3-2/3 (default)": (1 / 3, 2 / 3),
+    "1/3-2/3": (1 / 3, 2 / 3),
     "1/3-1/2": (1 / 3, 1 / 2),
     "1/2-2/3": (1 / 2, 2 / 3),
     "0.4-0.6": (0.4, 0.6),
@@ -57,13 +58,13 @@ def main() -> None:
         "# Layer bands of the persona strategy (SmolLM2, cheerful), on held-out build queries",
         "",
         f"Rerun: `python benchmarks/band_search.py`. {len(tune_q)} held-out tuning queries, greedy, {args.tokens} "
-        "new tokens, push 0.02 of the layer norm per unit strength; 95 % paired bootstrap intervals.",
+        f"new tokens, push {PUSH} of the layer norm per unit strength; 95 % paired bootstrap intervals.",
         "",
         "| band | layers | strength | sentiment change | NLL / base |",
         "|---|---|---|---|---|",
     ]
     for name, band in BANDS.items():
-        strategy = replace(STRATEGIES["persona"], layer_band=band)
+        strategy = replace(STRATEGIES["persona"], layer_band=band, scale_fraction=PUSH)
         label = "band_" + name.split(" ")[0].replace("/", "_")
         pack = issue6.get_pack(
             label, base, tok, hub_id, "cheerful", strategy, build_q, Path(args.work), None, 16, False

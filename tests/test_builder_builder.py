@@ -38,7 +38,8 @@ def test_persona_build_records_strategy_and_quality(tiny_chat_llama):
     entry = aligned.config.axes[0]
     assert aligned.config.hook_point == "residual" and aligned.config.layer_policy == "static"
     assert entry["strategy"] == "persona" and entry["rule"] == "additive"
-    assert entry["layers"] == [1, 2, 3] and entry["layer_band"] == [1, 3]
+    edited = band_layers(model.config.num_hidden_layers, STRATEGIES["persona"].layer_band)
+    assert entry["layers"] == edited == [2, 3] and entry["layer_band"] == [2, 3]
     assert entry["persona_system"] == [
         "You are an extremely cheerful assistant.",
         "You are an extremely gloomy assistant.",
@@ -50,7 +51,7 @@ def test_persona_build_records_strategy_and_quality(tiny_chat_llama):
     # Push size is a fraction of the layer's typical norm, so strength 1.0 means the same on any model.
     tensors = aligned.axis_tensors("cheerful")
     norms = tensors["stats"]["norms"]
-    for layer in (1, 2, 3):
+    for layer in edited:
         fraction = STRATEGIES["persona"].scale_fraction
         assert float(tensors["scales"][layer][0]) == pytest.approx(fraction * float(norms[layer]), rel=1e-5)
     assert "selfcheck_random" not in aligned.config.axis_names
@@ -64,16 +65,16 @@ def test_two_axes_report_their_subspace_cosine(tiny_chat_llama):
     cheerful, simple = (aligned.axis_tensors(n)["directions"] for n in ("cheerful", "simple"))
     builds = {a["name"]: a["build"] for a in aligned.config.axes}
     by_layer = builds["cheerful"]["subspace_cosine"]["simple"]
-    assert set(by_layer) == {"1", "2", "3"}  # the layers both axes edit
-    for layer in (1, 2, 3):
+    assert set(by_layer) == {"2", "3"}  # the layers both axes edit
+    for layer in (2, 3):
         # Mean-difference axes are rank 1: the cosine is |cos| of their two directions.
         expected = abs(float(cheerful[layer][0] @ simple[layer][0]))
         assert by_layer[str(layer)] == pytest.approx(expected, abs=1e-6)
         assert by_layer[str(layer)] == pytest.approx(subspace_cosine(cheerful[layer], simple[layer]))
     assert builds["simple"]["subspace_cosine"]["cheerful"] == by_layer
     mean = builds["cheerful"]["subspace_cosine_mean"]["simple"]
-    assert mean == pytest.approx(sum(by_layer.values()) / 3)
-    assert f"cheerful vs simple: mean {mean:.3f} over layers 1-3" in builder.summary()
+    assert mean == pytest.approx(sum(by_layer.values()) / len(by_layer))
+    assert f"cheerful vs simple: mean {mean:.3f} over layers 2-3" in builder.summary()
     json.dumps(aligned.config.axes)  # saved with the pack
 
 

@@ -80,7 +80,7 @@ def test_multi_axis_writes_sweep_and_heatmap(tmp_path):
     stdout = run_example("multi_axis.py", "--quick", "--out", str(tmp_path / "sweep"), cwd=tmp_path)
     cosine = float(re.search(r"Subspace cosine between cheerful and simple: mean ([0-9.]+)", stdout)[1])
     assert 0 <= cosine < 1
-    assert re.search(r"cheerful vs simple: mean [0-9.]+ over layers 10-20", stdout)  # the build summary's line
+    assert re.search(r"cheerful vs simple: mean [0-9.]+ over layers 15-20", stdout)  # the build summary's line
     sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text(encoding="utf-8"))
     assert (sweep["axis_a"], sweep["axis_b"]) == ("cheerful", "simple")
     assert sweep["strengths_a"] == sweep["strengths_b"] == [-1.0, 0.0, 1.0]
