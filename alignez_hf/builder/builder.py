@@ -392,7 +392,12 @@ class AlignEZBuilder:
                 batch_size=self.batch_size * 2,
             )
             report.seconds["orientation"] = time.perf_counter() - began
-            if orientation is not None:
+            if orientation is None:
+                report.warnings.append(
+                    f"the sign check against {axis.behaviour} was skipped: its scorer needs vaderSentiment "
+                    "(pip install 'alignez-hf[eval]'); the sign follows the keyword order, unverified."
+                )
+            else:
                 if orientation.points_backwards:
                     flip_axis(aligned, axis.name)
                     orientation.flipped = True
