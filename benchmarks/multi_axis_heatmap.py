@@ -44,9 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--axes", default="cheerful,simple", help="Two axes (presets or name=positive,negative).")
     parser.add_argument("--strategy", default="persona", help="Build strategy.")
     parser.add_argument("--queries", type=int, default=80, help="Build queries (from the package's build set).")
-    # Pinned, so that a rerun measures the same pushes whatever the builder's default becomes (it was 0.02 here).
+    # Pinned, so that a rerun measures the same edit whatever the builder's defaults become (the `persona` default
+    # since issue 6's band search: layers 1/2-2/3 of the depth, 0.04 of the layer norm per unit strength).
     parser.add_argument(
-        "--scale-fraction", type=float, default=0.02, help="Push per unit strength, fraction of the layer norm."
+        "--scale-fraction", type=float, default=0.04, help="Push per unit strength, fraction of the layer norm."
+    )
+    parser.add_argument(
+        "--layer-band", type=_floats, default=[0.5, 2 / 3], help="Edited layers as two fractions of depth."
     )
     parser.add_argument("--pack", default=None, help="Sweep this saved two-axis pack instead of building one.")
     parser.add_argument("--save-pack", default=None, help="Also save the built pack to this folder.")
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             axes=args.axes.split(","),
             strategy=args.strategy,
             scale_fraction=args.scale_fraction,
+            layer_band=tuple(args.layer_band),
             seed=args.seed,
             progress=not args.no_progress,
         )

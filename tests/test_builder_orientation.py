@@ -7,7 +7,10 @@ import torch
 
 from alignez_hf.builder import AlignEZBuilder
 from alignez_hf.builder.axes import Axis
+from alignez_hf.builder.builder import CHECK_TOKENS
+from alignez_hf.builder.generation import SamplingSettings, generate_texts
 from alignez_hf.builder.orientation import Orientation, flip_axis, measure_orientation, spread
+from alignez_hf.builder.prompts import chat_prompt, persona_system
 
 QUERIES = ["How do I bake bread?", "Tell me about rivers.", "How can I steal a bike?", "What is a good book?"]
 
@@ -91,13 +94,18 @@ def test_orientation_words():
         measure_orientation(None, None, "x", "politeness", ["q"])
 
 
-def test_identical_persona_continuations_are_counted_and_warned(tiny_chat_llama):
+def test_identical_persona_continuations_are_counted(tiny_chat_llama):
     model, tok = tiny_chat_llama
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        builder = AlignEZBuilder(model, tok, axes=["cheerful"], progress=False, verbose=False, check_queries=4)
+    builder = AlignEZBuilder(model, tok, axes=["cheerful"], progress=False, verbose=False, check_queries=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         aligned = builder.build(QUERIES)
     quality = aligned.config.axes[0]["build"]["quality"]
-    assert 0 <= quality["identical"] <= quality["prompts"] == 4
-    warned = any("same continuation under the 'cheerful' and 'gloomy'" in str(w.message) for w in caught)
-    assert warned == (2 * quality["identical"] >= quality["prompts"])
+    # The self-check's continuations, made again: greedy, 16 tokens, under each persona system message.
+    axis = builder.axes[0]
+    texts = [
+        chat_prompt(tok, q, system=persona_system(axis, side)) for side in ("positive", "negative") for q in QUERIES
+    ]
+    made = generate_texts(model, tok, texts, CHECK_TOKENS, SamplingSettings(do_sample=False), 8)
+    expected = sum(a.strip() == b.strip() for a, b in zip(made[:4], made[4:]))
+    assert quality["prompts"] == 4 and quality["identical"] == expected

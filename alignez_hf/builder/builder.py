@@ -409,13 +409,6 @@ class AlignEZBuilder:
                         f"{axis.behaviour}. The model likely reads the persona words rather than playing the roles."
                     )
 
-        if check is not None and check.prompts and 2 * check.identical >= check.prompts:
-            report.warnings.append(
-                f"the model wrote the same continuation under the {axis.positive!r} and {axis.negative!r} persona "
-                f"prompts for {check.identical} of {check.prompts} check queries: it may be ignoring them, so the axis "
-                "reflects how it reads the persona words rather than the roles. Measure the pack (alignez eval) "
-                "before shipping it."
-            )
         if sep and sum(sep) / len(sep) < 0.6:
             report.warnings.append(
                 f"the pairs separate barely better than chance on the edited layers (mean {sum(sep) / len(sep):.2f}, "

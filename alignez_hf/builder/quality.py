@@ -27,7 +27,9 @@ class SelfCheck:
     reverse_shift: float  # steering at -strength
     random_shift: float  # largest |shift| among random directions of the same size
     strength: float
-    identical: int = 0  # check queries whose two persona continuations are the same text
+    # Check queries whose two persona continuations are the same text. Recorded, not warned on: on SmolLM2 the
+    # working `simple` axis had 3 of 4 identical, Qwen's word-reading `harmless` axis 1 of 4 (issue 6).
+    identical: int = 0
 
     @property
     def effective(self) -> bool:
