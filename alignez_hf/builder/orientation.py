@@ -78,7 +78,8 @@ def spread(items: list, n: int) -> list:
     """``n`` items evenly spaced over ``items`` (all of them when there are fewer)."""
     if len(items) <= n:
         return list(items)
-    return [items[round(i * (len(items) - 1) / (n - 1))] if n > 1 else items[0] for i in range(n)]
+    step = (len(items) - 1) / max(n - 1, 1)
+    return [items[round(i * step)] for i in range(n)]
 
 
 def measure_orientation(
