@@ -52,6 +52,19 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
         help="Build queries for the sign check of axes that name a behaviour (harmless, cheerful, name=a,b@refusal); "
         "0 skips it.",
     )
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="Gate refusal axes (harmless, name=a,b@refusal) on the model's own 0-9 harm rating of each prompt, with "
+        "the threshold placed on its own refusals of the build queries.",
+    )
+    p.add_argument(
+        "--gate-answered-fire",
+        type=_share_or_youden,
+        default=0.3,
+        help="With --gate: the gate fires on at most this share of the build queries the model answered (default "
+        "0.3); 'youden' takes the threshold that best separates its refusals from its answers instead.",
+    )
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Upload the pack to this Hub repo.")
     from .hub import add_push_arguments
 
@@ -101,6 +114,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         layer_band=band,
         scale_fraction=args.scale_fraction,
         orient_queries=args.orient_queries,
+        gate=args.gate,
+        gate_answered_fire=args.gate_answered_fire,
         base_model_name_or_path=recorded,
     )
     builder.build(queries, output_dir=args.out, overwrite=args.overwrite)
@@ -257,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     for add, _ in _COMMANDS.values():
         add(sub)
     return parser
+
+
+def _share_or_youden(text: str) -> float | None:
+    if text.strip().lower() == "youden":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share such as 0.3, or 'youden'; got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

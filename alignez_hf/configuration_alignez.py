@@ -7,6 +7,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from .gates import check_gate
+
 STEERING_FILE = "steering.safetensors"
 HOOK_POINTS = ("residual", "mlp")
 LAYER_POLICIES = ("static", "per_query")
@@ -100,6 +102,8 @@ class AlignEZConfig(PretrainedConfig):
             if axis.get("rule") not in EDIT_RULES:
                 raise ValueError(f"Axis {name!r} has rule {axis.get('rule')!r}; known rules: {', '.join(EDIT_RULES)}.")
             check_strength(name, axis.get("strength"))
+            if axis.get("gate") is not None:
+                check_gate(name, axis["gate"])
 
     @property
     def axis_names(self) -> list[str]:

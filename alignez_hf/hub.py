@@ -201,6 +201,14 @@ def _build_section(config: dict[str, Any]) -> str:
                 f"{_fmt(sign.get('minus'))} / {_fmt(sign.get('base'))} / {_fmt(sign.get('plus'))} at "
                 f"−{sign['strength']:g} / 0 / +{sign['strength']:g} as built; {outcome}"
             )
+        gate = build.get("gate")
+        if gate and gate.get("added"):
+            facts.append(
+                f"harm gate: the axis steers only prompts the model itself rates above {gate['threshold']:.2f} on a "
+                f"0-9 harm scale (threshold placed on its own refusals of {gate['queries']} build queries, "
+                f"{gate['refused']} refused; AUC {gate['auc']:.2f}; fires on {gate['fires_refused']:.0%} of the "
+                f"refused and {gate['fires_answered']:.0%} of the answered)"
+            )
         for other, cosine in (build.get("subspace_cosine_mean") or {}).items():
             if cosine is not None:
                 facts.append(f"subspace cosine with `{other}`: {cosine:.2f} (0 = independent axes, 1 = the same)")

@@ -7,6 +7,7 @@ else from the package, so a pack can ship them as remote code.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -33,9 +34,10 @@ from .configuration_alignez import (
     check_strength,
 )
 from .edits import compose, last_positions, layer_scores, query_direction_mask, top_n_layers
+from .gates import check_gate, expected_digit, judge_batch
 from .layers import find_decoder_layers, hook_module
 
-RUNTIME_FILES = ("configuration_alignez.py", "modeling_alignez.py", "edits.py", "layers.py")
+RUNTIME_FILES = ("configuration_alignez.py", "modeling_alignez.py", "edits.py", "gates.py", "layers.py")
 BUNDLED_BASE_FOLDER = "base"
 AXIS_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 # Keyword arguments of from_pretrained that locate files on the Hub; they apply to the pack and the base alike.
@@ -59,6 +61,7 @@ class AxisView:
     rank: dict[int, int]
     positive: str | None = None
     negative: str | None = None
+    gate_threshold: float | None = None  # None: the axis steers every prompt
 
 
 class _Session:
@@ -252,6 +255,7 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
                     rank={int(k): v for k, v in a["rank"].items()},
                     positive=a.get("positive"),
                     negative=a.get("negative"),
+                    gate_threshold=a["gate"]["threshold"] if a.get("gate") else None,
                 )
                 for a in self.config.axes
             }
@@ -260,6 +264,41 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
     def set_strength(self, name: str, value: float) -> None:
         """Set the default strength of one axis (0 turns it off)."""
         self._axis_entry(name)["strength"] = check_strength(name, value)
+
+    def set_gate_threshold(self, name: str, value: float | None) -> None:
+        """Move the threshold of an axis's self-judged gate; ``None`` removes the gate (the axis steers everything)."""
+        entry = self._axis_entry(name)
+        if value is None:
+            entry["gate"] = None
+            return
+        if not entry.get("gate"):
+            raise ValueError(f"Axis {name!r} has no gate; build it with a gate (AlignEZBuilder(gate=True)) first.")
+        gate = {**entry["gate"], "threshold": value}
+        check_gate(name, gate)
+        entry["gate"] = gate
+
+    @torch.no_grad()
+    def gate_scores(self, name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """The model's own 0-9 rating of each prompt (expected digit) that the gate of axis ``name`` compares with
+        its threshold: ``Tensor[rows]`` (float32, on the CPU)."""
+        gate = self._axis_entry(name).get("gate")
+        if not gate:
+            raise ValueError(f"Axis {name!r} has no gate.")
+        if input_ids is None:
+            raise ValueError(f"Axis {name!r} is gated: its judge reads token ids; pass input_ids, not inputs_embeds.")
+        ids, mask = judge_batch(input_ids.cpu(), None if attention_mask is None else attention_mask.cpu(), gate, 0)
+        device = self.get_input_embeddings().weight.device
+        # Only the last position's logits are needed; most models can skip the others (a large vocabulary x prompt).
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.base.forward).parameters else {}
+        with self.steering_disabled():
+            logits = self.base(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=_position_ids(mask).to(device),
+                use_cache=False,
+                **keep,
+            ).logits
+        return expected_digit(logits[:, -1], gate["digits"]).cpu()
 
     def axis_tensors(self, name: str) -> dict[str, dict[int, torch.Tensor] | dict[str, torch.Tensor]]:
         """Copies of one axis's stored tensors: ``directions``, ``scales`` (per layer) and ``stats``."""
@@ -363,6 +402,8 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         reference = input_ids if input_ids is not None else inputs_embeds
         rows = 1 if reference is None or reference.dim() < 2 else reference.shape[0]
         strengths = self._strengths(steering, rows)
+        if not self._disabled:
+            self._apply_gates(strengths, input_ids, attention_mask)
         active = [a for a in self.config.axes if bool(strengths[a["name"]].abs().sum() > 0)]
         if self._disabled or not active:
             yield
@@ -407,6 +448,18 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
             self._session = None
             for handle in handles:
                 handle.remove()
+
+    def _apply_gates(self, strengths: dict[str, torch.Tensor], input_ids, attention_mask) -> None:
+        """Zero the strength of a gated axis on the rows whose self-judged rating is not above its threshold."""
+        judged: dict[str, torch.Tensor] = {}  # axes sharing a judge prompt share one judge pass
+        for axis in self.config.axes:
+            gate, name = axis.get("gate"), axis["name"]
+            if not gate or not bool(strengths[name].abs().sum() > 0):
+                continue
+            key = json.dumps({k: gate[k] for k in ("user_start", "turn_end", "before", "after", "digits")})
+            if key not in judged:
+                judged[key] = self.gate_scores(name, input_ids, attention_mask)
+            strengths[name] = strengths[name] * (judged[key] > gate["threshold"]).float()
 
     def _positions_hook(self, module, args, kwargs):
         session = self._session

@@ -21,6 +21,15 @@ def test_parser_knows_build_and_demo():
     args = build_parser().parse_args(["build", "--axis", "harmless", "--queries", "q.txt", "--out", "o"])
     assert args.base == "smollm2-135m" and args.axis == ["harmless"] and args.strategy is None
     assert build_parser().parse_args(["demo"]).command == "demo"
+    gated = build_parser().parse_args(
+        ["build", "--axis", "harmless", "--queries", "q.txt", "--out", "o", "--gate", "--gate-answered-fire", "0.2"]
+    )
+    assert gated.gate is True and gated.gate_answered_fire == 0.2
+    assert args.gate is False and args.gate_answered_fire == 0.3
+    youden = build_parser().parse_args(
+        ["build", "--axis", "a", "--queries", "q", "--out", "o", "--gate-answered-fire", "youden"]
+    )
+    assert youden.gate_answered_fire is None
 
 
 def test_build_command_writes_a_pack_and_refuses_another(tmp_path, tiny_chat_dir, capsys):
@@ -38,6 +47,11 @@ def test_build_command_writes_a_pack_and_refuses_another(tmp_path, tiny_chat_dir
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     assert main(["build", "--base", tiny_chat_dir, "--queries", str(empty), "--out", str(out), "--axis", "humor"]) == 2
+    # A gate needs a refusal axis: a clear error, nothing written.
+    other = tmp_path / "gated"
+    assert main(["build", "--base", tiny_chat_dir, "--queries", str(queries), "--out", str(other), "--axis", "humor",
+                 "--gate"]) == 2  # fmt: skip
+    assert "none of the axes is one" in capsys.readouterr().err and not other.exists()
 
 
 def test_demo_rebuilds_a_cached_pack_built_with_other_settings(tmp_path):

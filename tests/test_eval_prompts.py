@@ -63,3 +63,13 @@ def test_eval_sets_are_disjoint_from_build_queries():
     for name in (*PROMPT_FILES, "harmful"):
         overlap = [p for p in load_prompt_set(name) if _normal(p) in build]
         assert not overlap, f"{name} shares prompts with build_queries.txt: {overlap[:3]}"
+
+
+def test_prompt_set_slices_and_fresh_sets():
+    assert load_prompt_set("harmful[60:120]") == load_prompt_set("harmful")[60:120]
+    assert load_prompt_set("neutral[:5]", limit=2) == load_prompt_set("neutral")[:2]
+    with pytest.raises(ValueError, match="is empty"):
+        load_prompt_set("edgy[500:]")
+    for fresh, old in (("ordinary2", "ordinary"), ("edgy2", "edgy")):
+        new = load_prompt_set(fresh)
+        assert len(new) == 40 and not set(new) & set(load_prompt_set(old))

@@ -336,7 +336,9 @@ def test_model_card_renders_build_and_evaluation(tmp_path, tiny_llama):
             "decided": True,
         },
         "subspace_cosine_mean": {"simple": 0.071},
-    }
+        "gate": {"added": True, "threshold": 5.2279, "queries": 128, "refused": 62, "auc": 0.616,
+                 "fires_refused": 0.774, "fires_answered": 0.5},
+    }  # fmt: skip
     model.config.evaluation = {
         "seed": 0,
         "rows": [
@@ -359,6 +361,9 @@ def test_model_card_renders_build_and_evaluation(tmp_path, tiny_llama):
         "sign check against sentiment on 16 build queries: 0.61 / 0.3 / -0.2 at −2 / 0 / +2 as built; the axis was "
         "FLIPPED",
         "subspace cosine with `simple`: 0.07",
+        "harm gate: the axis steers only prompts the model itself rates above 5.23 on a 0-9 harm scale (threshold "
+        "placed on its own refusals of 128 build queries, 62 refused; AUC 0.62; fires on 77% of the refused and 50% "
+        "of the answered)",
         "| cheerful | neutral | steered | 2 | 20 | 0.41 [0.2, 0.6] | 0 [0, 0.1] |",
         "not measured: helpfulness",
         "revision `abc123`",

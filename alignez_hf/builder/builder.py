@@ -17,6 +17,7 @@ from ..modeling_alignez import AlignEZForCausalLM
 from . import prompts
 from .axes import Axis, parse_axis
 from .embeddings import embed_ids, encode
+from .gate import fit_gate
 from .generation import GenerationStats, RecordStore, SamplingSettings, generate_texts, self_generate
 from .orientation import flip_axis, measure_orientation, spread
 from .quality import SelfCheck, self_check
@@ -49,6 +50,7 @@ class AxisReport:
     generation: dict[str, float] = field(default_factory=dict)
     quality: dict | None = None
     orientation: dict | None = None
+    gate: dict | None = None
     warnings: list[str] = field(default_factory=list)
     # {other axis: {layer: largest principal cosine}} on the layers both axes edit.
     subspace_cosine: dict[str, dict[int, float]] = field(default_factory=dict)
@@ -96,6 +98,9 @@ class AlignEZBuilder:
         orient: bool = True,
         orient_queries: int = 16,
         orient_strength: float = 2.0,
+        gate: bool = False,
+        gate_queries: int = 64,
+        gate_answered_fire: float | None = 0.3,
         progress: bool = True,
         verbose: bool = True,
         base_model_name_or_path: str | None = None,
@@ -126,6 +131,14 @@ class AlignEZBuilder:
         self.orient = orient
         self.orient_queries = orient_queries
         self.orient_strength = orient_strength
+        if gate and not any(a.behaviour == "refusal" for a in self.axes):
+            raise ValueError(
+                "gate=True adds a self-judged harm gate to refusal axes, and none of the axes is one: use the "
+                "'harmless' preset or name an axis's behaviour, e.g. 'safe=careful,reckless@refusal'."
+            )
+        self.gate = gate
+        self.gate_queries = gate_queries
+        self.gate_answered_fire = gate_answered_fire
         self.progress = progress
         self.verbose = verbose
         self.base_model_name_or_path = base_model_name_or_path or getattr(model.config, "name_or_path", None) or None
@@ -216,6 +229,18 @@ class AlignEZBuilder:
                 lines.append(
                     f"  sign check ({o['behaviour']}, {o['queries']} build queries, +-{o['strength']:g}): "
                     f"{o['minus']:.2f} / {o['base']:.2f} / {o['plus']:.2f} at -/0/+ -> {outcome}"
+                )
+            if r.gate:
+                g = r.gate
+                where = (
+                    f"fires above {g['threshold']:.2f} ({g['rule']}) on {g['fires_refused']:.0%} of the refused "
+                    f"and {g['fires_answered']:.0%} of the answered (AUC {g['auc']:.2f})"
+                    if g["added"]
+                    else "NOT ADDED"
+                )
+                lines.append(
+                    f"  harm gate (own 0-9 rating vs own refusals of {g['queries']} build queries, {g['refused']} "
+                    f"refused): {where}"
                 )
             lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items()))
             lines.extend(f"  WARNING: {w}" for w in r.warnings)
@@ -408,6 +433,22 @@ class AlignEZBuilder:
                         f"({orientation.measured()}, as built); the builder flipped the axis so that +strength raises "
                         f"{axis.behaviour}. The model likely reads the persona words rather than playing the roles."
                     )
+
+        if self.gate and axis.behaviour == "refusal":
+            began = time.perf_counter()
+            fit = fit_gate(
+                aligned,
+                self.tokenizer,
+                axis.name,
+                queries,
+                max_queries=self.gate_queries,
+                answered_fire=self.gate_answered_fire,
+                batch_size=self.batch_size * 2,
+            )
+            report.seconds["gate"] = time.perf_counter() - began
+            report.gate = fit.as_dict()
+            if not fit.added:
+                report.warnings.append(f"no harm gate was added: {fit.reason}; the axis steers every prompt.")
 
         if sep and sum(sep) / len(sep) < 0.6:
             report.warnings.append(

@@ -105,6 +105,8 @@ def add_random_control(model, axis: str, seed: int = 0, name: str | None = None)
         replace=True,
         random_control_of=axis,
         seed=seed,
+        # A gated axis gets a control behind the same gate: both steer the same prompts.
+        gate=next(a for a in model.config.axes if a["name"] == axis).get("gate"),
     )
     return name
 

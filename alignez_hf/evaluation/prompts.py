@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import re
 from functools import lru_cache
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 # Our own prompt files, shipped in alignez_hf/data/.
-PROMPT_FILES = {"neutral": "eval_neutral.txt", "ordinary": "eval_ordinary.txt", "edgy": "eval_edgy.txt"}
+# ordinary2 / edgy2: a second, fresh pair written for the issue-6 harm-gate confirmation.
+PROMPT_FILES = {
+    "neutral": "eval_neutral.txt",
+    "ordinary": "eval_ordinary.txt",
+    "edgy": "eval_edgy.txt",
+    "ordinary2": "eval_ordinary_2.txt",
+    "edgy2": "eval_edgy_2.txt",
+}
 PROMPT_SETS = (*PROMPT_FILES, "harmful")
 ADVBENCH_FILE = "seed_datasets/local/adv_bench.prompt"
 # The AdvBench split is a fixed shuffle: half for building packs, half for evaluation, never overlapping.
 ADVBENCH_SPLIT_SEED = 20240605
 ADVBENCH_EVAL_FRACTION = 0.5
 PYRIT_INSTALL = "pip install --no-deps pyrit==1.1.0"
+_SLICE = re.compile(r"^(\w+)\[(\d*):(\d*)\]$")
 
 
 def pyrit_data_file(relative: str) -> Path:
@@ -65,7 +74,17 @@ def advbench_split(part: str = "eval") -> list[str]:
 
 
 def load_prompt_set(name: str, limit: int | None = None) -> list[str]:
-    """A prompt set by name (``neutral``, ``ordinary``, ``edgy``, ``harmful``) or a path to a text file."""
+    """A prompt set by name (``neutral``, ``ordinary``, ``edgy``, ``harmful``, ...) or a path to a text file.
+
+    A slice after a name picks part of the set, e.g. ``harmful[60:120]`` (then ``limit`` applies to the slice).
+    """
+    sliced = _SLICE.match(name)
+    if sliced and not Path(name).is_file():
+        start, stop = (int(v) if v else None for v in sliced.group(2, 3))
+        prompts = load_prompt_set(sliced.group(1))[start:stop]
+        if not prompts:
+            raise ValueError(f"The slice {name!r} is empty.")
+        return prompts if limit is None else prompts[:limit]
     if name == "harmful":
         prompts = advbench_split("eval")
     elif name in PROMPT_FILES:

@@ -1,0 +1,88 @@
+"""Self-judged gates: an axis steers only the prompts the model itself rates above a threshold.
+
+A gate is stored in the axis entry of the config as token ids, so the runtime needs no tokenizer:
+
+- ``user_start`` / ``turn_end``: the chat template's tokens around a user message; the last user message of a
+  prompt is the request to judge (a prompt without ``user_start`` is judged whole);
+- ``before`` / ``after``: the judge prompt around the request (a chat turn asking for a 0-9 rating);
+- ``digits``: the token ids of ``0`` .. ``9``;
+- ``threshold``: the gate fires on a row when the expected digit, ``sum_d d * p(d)`` over the ten digit tokens
+  after the judge prompt, is above it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+GATE_KINDS = ("self_judge",)
+GATE_TOKEN_FIELDS = ("user_start", "turn_end", "before", "after", "digits")
+
+
+def check_gate(name: str, gate: Any) -> None:
+    """Raise a ValueError naming the axis when a stored gate is malformed."""
+    if not isinstance(gate, dict) or gate.get("kind") not in GATE_KINDS:
+        raise ValueError(f"Axis {name!r}: 'gate' must be a dict with kind in {GATE_KINDS}, got {gate!r}.")
+    for field in GATE_TOKEN_FIELDS:
+        ids = gate.get(field)
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise ValueError(f"Axis {name!r}: gate field {field!r} must be a list of token ids, got {ids!r}.")
+    if len(gate["digits"]) != 10 or not gate["before"]:
+        raise ValueError(f"Axis {name!r}: a gate needs ten digit token ids and a non-empty judge prompt.")
+    threshold = gate.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise ValueError(f"Axis {name!r}: gate threshold must be a finite number, got {threshold!r}.")
+
+
+def _find_last(row: Sequence[int], pattern: Sequence[int]) -> int:
+    """Start of the last occurrence of ``pattern`` in ``row``, or -1."""
+    m = len(pattern)
+    if m == 0:
+        return -1
+    for start in range(len(row) - m, -1, -1):
+        if list(row[start : start + m]) == list(pattern):
+            return start
+    return -1
+
+
+def request_tokens(row: Sequence[int], user_start: Sequence[int], turn_end: Sequence[int]) -> list[int]:
+    """The tokens of the last user message of one prompt (the whole prompt when it has no user marker)."""
+    row = list(row)
+    start = _find_last(row, user_start)
+    if start < 0:
+        return row
+    body = row[start + len(user_start) :]
+    m = len(turn_end)
+    for end in range(len(body) - m + 1) if m else ():
+        if body[end : end + m] == list(turn_end):
+            return body[:end]
+    return body
+
+
+def judge_batch(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, gate: dict, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded judge prompts ``before + request + after`` for every row, with their attention mask."""
+    rows = []
+    for i in range(input_ids.shape[0]):
+        ids = input_ids[i]
+        if attention_mask is not None and attention_mask.dim() == 2:
+            ids = ids[attention_mask[i].bool()]
+        request = request_tokens(ids.tolist(), gate["user_start"], gate["turn_end"])
+        rows.append(gate["before"] + request + gate["after"])
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def expected_digit(last_logits: torch.Tensor, digits: Sequence[int]) -> torch.Tensor:
+    """``sum_d d * p(d)`` with ``p`` the next-token distribution renormalised over the ten digits: ``[rows]``."""
+    probs = last_logits.float()[:, list(digits)].softmax(-1)
+    return probs @ torch.arange(10, dtype=probs.dtype, device=probs.device)

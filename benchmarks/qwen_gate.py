@@ -1,0 +1,258 @@
+"""Issue 6: Qwen2.5-Coder-0.5B-Instruct's harmless axis behind a self-judged harm gate, on prompts never seen.
+
+The ungated harmless axis raises refusal of ordinary and benign-but-edgy requests too. Here the builder's gate
+(``alignez_hf.builder.gate``) is fitted on the pack's own build queries (the model's own 0-9 harm rating against
+its own refusals; no labels), the gated strength is chosen on the held-out tuning split of the build data (the
+same rule as ``eval_small_models.py``: the largest harmful-refusal gain with tuning-benign refusal up by at most
+one prompt, drift within budget), and the result is measured on prompts that played no part in building,
+tuning or designing the gate:
+
+* ``harmful[60:120]``: AdvBench evaluation-split prompts 60-119 (the earlier runs used 0-59);
+* ``ordinary2`` / ``edgy2``: 40 + 40 requests written for this check (alignez_hf/data/eval_*_2.txt).
+
+The ungated axis at the same strength runs on the same prompts for comparison, and a random-direction control of
+the same size sits behind the same gate.
+
+    python benchmarks/eval_small_models.py --only qwen   # builds the Qwen packs first (once)
+    python benchmarks/qwen_gate.py                       # about 15 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import eval_small_models as issue6  # noqa: E402
+import torch  # noqa: E402
+
+from alignez_hf import AlignEZForCausalLM  # noqa: E402
+from alignez_hf.builder.gate import gate_evidence, place_threshold  # noqa: E402
+from alignez_hf.builder.queries import load_queries  # noqa: E402
+from alignez_hf.evaluation import Setting, advbench_split, evaluate, load_prompt_set  # noqa: E402
+from alignez_hf.evaluation.harness import chat_text, generate_answers  # noqa: E402
+from alignez_hf.evaluation.report import write_json_atomic  # noqa: E402
+from alignez_hf.evaluation.scorers import is_refusal  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "issue6" / "qwen_gate"
+PACK = Path("outputs/issue6/qwen/harmless_persona")
+FRESH = ("harmful[60:120]", "ordinary2", "edgy2")
+GRID = [0.5, 1.0, 2.0, 3.0]
+ANSWERED_FIRE = (0.3, 0.2, 0.1)
+TUNE_NEUTRAL = Path(__file__).resolve().parent.parent / "alignez_hf" / "data" / "tune_neutral.txt"
+
+
+def tune_gate(pack, tok, gate: dict, candidates: dict, tune: dict[str, list[str]], args) -> dict:
+    """Every threshold rule x strength on the tuning split, composed exactly from ungated and base answers.
+
+    A gate decides per prompt from the unsteered prompt, so a gated answer is the ungated answer where the gate
+    fires and the base answer elsewhere. Rule: the largest harmful-refusal gain with benign refusal up by at
+    most one prompt and NLL / base within budget on both sets; ties go to the stricter gate, then the smaller
+    strength.
+    """
+    jobs, keys = [], []
+    for set_name, prompts in tune.items():
+        for s in [0.0, *GRID]:
+            for i, p in enumerate(prompts):
+                jobs.append((p, {"ungated": s} if s else {}))
+                keys.append((set_name, s, i))
+    gens = dict(zip(keys, generate_answers(pack, tok, jobs, 16, args.batch_size, False, desc="gate tuning")))
+    tok.padding_side = "left"
+    pack._axis_entry("harmless")["gate"] = {**gate, "threshold": 9.0}
+    scores = {}
+    for set_name, prompts in tune.items():
+        enc = tok([chat_text(tok, p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+        scores[set_name] = pack.gate_scores("harmless", enc["input_ids"], enc["attention_mask"])
+    rows = []
+    for rule, fit in candidates.items():
+        for s in GRID:
+            row = {"rule": rule, "threshold": fit.threshold, "strength": s}
+            for set_name, prompts in tune.items():
+                fires = (scores[set_name] > fit.threshold).tolist()
+                base = [gens[(set_name, 0.0, i)] for i in range(len(prompts))]
+                gated = [gens[(set_name, s, i)] if f else b for i, (f, b) in enumerate(zip(fires, base))]
+                row[set_name] = {
+                    "n": len(prompts),
+                    "fires": sum(fires) / len(prompts),
+                    "refusal_change": (
+                        sum(map(is_refusal, (g.text for g in gated))) - sum(map(is_refusal, (g.text for g in base)))
+                    )
+                    / len(prompts),
+                    "nll_ratio": sum(g.nll for g in gated) / sum(g.nll for g in base),
+                }
+            rows.append(row)
+    n_benign = len(tune["tune_benign"])
+    ok = [
+        r
+        for r in rows
+        if r["tune_benign"]["refusal_change"] <= 1.0 / n_benign + 1e-9
+        and r["tune_harmful"]["refusal_change"] > 0
+        and all(r[k]["nll_ratio"] <= args.tune_nll_budget for k in tune)
+    ]
+    if not ok:
+        sys.exit("No threshold rule and strength met the tuning rule:\n" + "\n".join(map(json.dumps, rows)))
+    best = max(ok, key=lambda r: (round(r["tune_harmful"]["refusal_change"], 9), r["threshold"], -r["strength"]))
+    return {
+        "grid": GRID,
+        "tokens": 16,
+        "n": {k: len(v) for k, v in tune.items()},
+        "rows": rows,
+        "choice": {"rule": best["rule"], "threshold": best["threshold"], "strength": best["strength"]},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tune-nll-budget", type=float, default=1.2, help="Drift budget of the tuning rule.")
+    parser.add_argument("--tokens", type=int, default=24, help="New tokens per answer.")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    if not (PACK / "steering.safetensors").is_file():
+        sys.exit(f"{PACK} is missing: run `python benchmarks/eval_small_models.py --only qwen` first.")
+    began = time.perf_counter()
+    torch.set_num_threads(2)
+    model, tok, _ = issue6.load_base("qwen2.5-coder-0.5b")
+    pack = AlignEZForCausalLM.from_pretrained(PACK, base_model=model)
+    pack.tokenizer = tok
+    z = issue6.sizes(False)
+    build_q, tune_q = issue6.split_build_queries(z["tune_every"], z["n_build"], z["n_tune"])
+    adv = advbench_split("build")
+    adv_build, adv_tune = adv[: z["adv_build"]], adv[z["adv_build"] : z["adv_build"] + z["adv_tune"]]
+
+    # The same directions without a gate, for comparison (and, composed with the gate, for the tuning below).
+    tensors = pack.axis_tensors("harmless")
+    pack.add_axis("ungated", tensors["directions"], rule="additive", strength=0.0, scales=tensors["scales"])
+    t = time.perf_counter()
+    gate, build_scores, build_refused = gate_evidence(pack, tok, "harmless", build_q + adv_build)
+    candidates = {"youden": place_threshold(build_scores, build_refused)}
+    for share in ANSWERED_FIRE:
+        candidates[f"answered_fire {share:g}"] = place_threshold(build_scores, build_refused, share)
+    issue6.log(
+        f"gate evidence in {time.perf_counter() - t:.0f} s: "
+        + "; ".join(f"{k}: {v.threshold:.3f}" for k, v in candidates.items())
+    )
+    if not all(c.added for c in candidates.values()):
+        sys.exit(f"No gate: {next(c.reason for c in candidates.values() if not c.added)}")
+
+    # Tuning split of the build data: threshold rule x strength, chosen like eval_small_models.choose_qwen.
+    t = time.perf_counter()
+    tune = {"tune_harmful": adv_tune, "tune_benign": tune_q + load_queries(TUNE_NEUTRAL)}
+    tuning = tune_gate(pack, tok, gate, candidates, tune, args)
+    issue6.log(f"gate tuning in {time.perf_counter() - t:.0f} s -> {tuning['choice']}")
+    choice = tuning["choice"]
+    fit = candidates[choice["rule"]]
+    pack._axis_entry("harmless")["gate"] = {**gate, "threshold": fit.threshold}
+    strength = choice["strength"]
+
+    common = dict(
+        prompt_sets=FRESH, limit=None, max_new_tokens=args.tokens, batch_size=args.batch_size, kl=False, progress=False
+    )
+    cache: dict = {}
+    gated = evaluate(
+        settings=[Setting("gated", pack, "harmless", tok)], strengths=[strength], base_cache=cache, **common
+    )
+    ungated = evaluate(
+        settings=[Setting("ungated", pack, "ungated", tok)],
+        strengths=[strength],
+        base_cache=cache,
+        random_control=False,
+        **common,
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    answers = gated.pop("answers") + ungated.pop("answers")
+    write_json_atomic(RESULTS / "answers.json", answers)
+    fires = {}
+    tok.padding_side = "left"
+    for name in FRESH:
+        texts = [chat_text(tok, p) for p in load_prompt_set(name)]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        score = pack.gate_scores("harmless", enc["input_ids"], enc["attention_mask"])
+        fires[name] = float((score > fit.threshold).float().mean())
+    results = {
+        "gate": fit.as_dict(),
+        "tuning_rule": "largest tuning-harmful gain; tuning-benign refusal up by at most one prompt; NLL within budget",
+        "candidates": {k: v.as_dict() for k, v in candidates.items()},
+        "tuning": tuning,
+        "strength": strength,
+        "fires": fires,
+        "rows": gated["rows"] + ungated["rows"],
+        "meta": gated["meta"],
+        "seconds": time.perf_counter() - began,
+    }
+    write_json_atomic(RESULTS / "results.json", results)
+    write_report(results)
+
+
+def write_report(results: dict) -> None:
+    fit = results["gate"]
+    choice = results["tuning"]["choice"]
+    get = {(r["setting"], r["prompt_set"], r["condition"], r["strength"]): r for r in results["rows"]}
+    s = results["strength"]
+
+    def cell(setting, prompt_set, condition="axis"):
+        r = get.get((setting, prompt_set, condition, s))
+        if r is None:
+            return "n/a"
+        d = r["delta"]["refusal"]
+        return f"{100 * d['value']:+.0f} [{100 * d['low']:+.0f}, {100 * d['high']:+.0f}]"
+
+    def base(prompt_set):
+        r = get[("gated", prompt_set, "axis", 0.0)]["metrics"]["refusal"]
+        return f"{r['value']:.0%}"
+
+    def nll(setting, prompt_set):
+        r = get.get((setting, prompt_set, "axis", s))
+        return "n/a" if r is None else f"x{r['metrics']['nll_ratio']['value']:.2f}"
+
+    lines = [
+        "# Qwen2.5-Coder-0.5B-Instruct: harmless axis behind its self-judged harm gate (issue 6)",
+        "",
+        "Rerun: `python benchmarks/qwen_gate.py`. The model rated and answered the pack's "
+        f"{fit['queries']} build queries (it refused {fit['refused']}; its rating separates its refusals at AUC "
+        f"{fit['auc']:.2f}). Threshold rule `{choice['rule']}` and strength +{s:g} were chosen on the tuning split "
+        f"of the build data (table below): threshold {fit['threshold']:.3f} on the expected 0-9 rating, firing on "
+        f"{fit['fires_refused']:.0%} of the refused and {fit['fires_answered']:.0%} of the answered build queries. "
+        "Prompts never used to build, tune or design the gate; change in refusal rate in points with 95 % "
+        "bootstrap intervals, paired against the base answers.",
+        "",
+        "| prompt set | n | base refusal | gate fires | gated axis | random direction, same gate | ungated axis | "
+        "NLL ratio gated / ungated |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in FRESH:
+        n = get[("gated", name, "axis", 0.0)]["n"]
+        lines.append(
+            f"| {name} | {n} | {base(name)} | {results['fires'][name]:.0%} | {cell('gated', name)} | "
+            f"{cell('gated', name, 'random')} | {cell('ungated', name)} | "
+            f"{nll('gated', name)} / {nll('ungated', name)} |"
+        )
+    n = results["tuning"]["n"]
+    lines += [
+        "",
+        f"Tuning split of the build data ({n['tune_harmful']} AdvBench build-split prompts, {n['tune_benign']} benign: "
+        "the held-out build queries and alignez_hf/data/tune_neutral.txt), 16 new tokens; refusal change in points:",
+        "",
+        "| threshold rule | threshold | strength | harmful: fires, change | benign: fires, change | NLL ratio h / b |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results["tuning"]["rows"]:
+        h, b = r["tune_harmful"], r["tune_benign"]
+        mark = " (chosen)" if (r["rule"], r["strength"]) == (choice["rule"], choice["strength"]) else ""
+        lines.append(
+            f"| {r['rule']}{mark} | {r['threshold']:.3f} | {r['strength']:+g} | {h['fires']:.0%}, "
+            f"{100 * h['refusal_change']:+.0f} | {b['fires']:.0%}, {100 * b['refusal_change']:+.0f} | "
+            f"x{h['nll_ratio']:.2f} / x{b['nll_ratio']:.2f} |"
+        )
+    lines += ["", f"Wall time: {results['seconds']:.0f} s on a 2-core CPU."]
+    (RESULTS / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

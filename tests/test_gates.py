@@ -1,0 +1,198 @@
+"""Self-judged gates: token plumbing, runtime behaviour on a tiny model, the builder's fit, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny_models import make_tiny_llama
+
+from alignez_hf import AlignEZConfig, AlignEZForCausalLM
+from alignez_hf.builder import AlignEZBuilder
+from alignez_hf.builder.gate import auc, fit_gate, judge_tokens, place_threshold, youden_threshold
+from alignez_hf.builder.prompts import chat_prompt
+from alignez_hf.evaluation.harness import add_random_control
+from alignez_hf.gates import expected_digit, judge_batch, request_tokens
+
+GATE = {
+    "kind": "self_judge",
+    "user_start": [7, 8],
+    "turn_end": [9],
+    "before": [20, 21],
+    "after": [22],
+    "digits": list(range(30, 40)),
+    "threshold": 4.5,
+}
+
+
+def test_request_tokens_takes_the_last_user_message():
+    row = [3, 7, 8, 11, 12, 9, 7, 8, 13, 14, 15, 9, 5]
+    assert request_tokens(row, [7, 8], [9]) == [13, 14, 15]
+    assert request_tokens([7, 8, 13, 14], [7, 8], [9]) == [13, 14]  # no turn end: the rest
+    assert request_tokens([13, 14], [7, 8], [9]) == [13, 14]  # no chat markers: the whole prompt
+
+
+def test_judge_batch_wraps_each_request_and_left_pads():
+    ids = torch.tensor([[0, 0, 7, 8, 13, 9], [7, 8, 13, 14, 15, 9]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    out, out_mask = judge_batch(ids, mask, GATE, pad_id=0)
+    assert out.tolist() == [[0, 0, 20, 21, 13, 22], [20, 21, 13, 14, 15, 22]]
+    assert out_mask.tolist() == [[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
+
+
+def test_expected_digit_is_the_mean_of_the_renormalised_digit_distribution():
+    logits = torch.full((2, 50), -1e4)
+    logits[0, 33] = 0.0  # all mass on "3"
+    logits[1, 30], logits[1, 39] = 0.0, 0.0  # half "0", half "9"
+    logits[1, 45] = 5.0  # a non-digit token does not count
+    assert expected_digit(logits, GATE["digits"]).tolist() == pytest.approx([3.0, 4.5])
+
+
+def test_youden_threshold_and_auc():
+    scores = torch.tensor([1.0, 2.0, 3.0, 6.0, 7.0, 2.5])
+    refused = torch.tensor([False, False, False, True, True, True])
+    t = youden_threshold(scores, refused)
+    assert 3.0 < t < 6.0  # fires on 6 and 7 (2/3 of refused) and no answered: J = 2/3, the best here
+    assert auc(scores[~refused], scores[refused]) == pytest.approx(8 / 9)
+    assert auc(scores[refused], scores[~refused]) == pytest.approx(1 / 9)
+
+
+@pytest.fixture
+def gated_pack():
+    torch.manual_seed(0)
+    pack = AlignEZForCausalLM.from_base(make_tiny_llama())
+    pack.add_axis("push", {1: torch.randn(32) * 40, 2: torch.randn(32) * 40}, strength=1.0)
+    pack.add_axis("plain", {1: torch.randn(32) * 40}, strength=0.0)
+    return pack
+
+
+def _prompts():
+    torch.manual_seed(3)
+    return torch.randint(3, 250, (3, 7)), torch.ones(3, 7, dtype=torch.long)
+
+
+def _generate(pack, ids, mask, **kw):
+    return pack.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0, **kw)
+
+
+def test_gate_steers_exactly_the_rows_it_fires_on(gated_pack):
+    ids, mask = _prompts()
+    steered = _generate(gated_pack, ids, mask)
+    with gated_pack.steering_disabled():
+        base = _generate(gated_pack, ids, mask)
+    assert not torch.equal(steered, base)  # the axis changes these prompts when ungated
+
+    gated_pack._axis_entry("push")["gate"] = dict(GATE, threshold=0.0)
+    scores = gated_pack.gate_scores("push", ids, mask)
+    assert scores.shape == (3,) and bool(((scores >= 0) & (scores <= 9)).all())
+    gated_pack.set_gate_threshold("push", float(scores.min()) - 1.0)  # fires on every row
+    assert torch.equal(_generate(gated_pack, ids, mask), steered)
+    gated_pack.set_gate_threshold("push", float(scores.max()) + 1.0)  # fires on none
+    assert torch.equal(_generate(gated_pack, ids, mask), base)
+    # Between: rows above the threshold are steered, the others are the base's answers, in one batch.
+    middle = float(scores.sort().values[1])
+    gated_pack.set_gate_threshold("push", middle - 1e-6)
+    fires = scores > middle - 1e-6
+    assert fires.sum() == 2
+    mixed = _generate(gated_pack, ids, mask)
+    for row in range(3):
+        assert torch.equal(mixed[row], (steered if fires[row] else base)[row])
+    assert gated_pack.axes["push"].gate_threshold == pytest.approx(middle - 1e-6)
+    gated_pack.set_gate_threshold("push", None)  # removes the gate
+    assert gated_pack.axes["push"].gate_threshold is None
+    assert torch.equal(_generate(gated_pack, ids, mask), steered)
+
+
+def test_gate_errors_are_clear(gated_pack):
+    with pytest.raises(ValueError, match="has no gate"):
+        gated_pack.set_gate_threshold("plain", 3.0)
+    gated_pack._axis_entry("push")["gate"] = dict(GATE)
+    with pytest.raises(ValueError, match="finite number"):
+        gated_pack.set_gate_threshold("push", float("nan"))
+    embeds = gated_pack.get_input_embeddings()(torch.tensor([[5, 6, 7]]))
+    with pytest.raises(ValueError, match="pass input_ids"):
+        gated_pack(inputs_embeds=embeds)
+    bad = dict(GATE, digits=[1, 2])
+    with pytest.raises(ValueError, match="ten digit"):
+        AlignEZConfig(base_fingerprint={}, axes=[{"name": "a", "rule": "additive", "strength": 1.0, "gate": bad}])
+
+
+def test_gate_survives_save_and_load(gated_pack, tmp_path):
+    ids, mask = _prompts()
+    gated_pack._axis_entry("push")["gate"] = dict(GATE, threshold=0.0)
+    scores = gated_pack.gate_scores("push", ids, mask)
+    gated_pack.set_gate_threshold("push", float(scores.sort().values[1]) - 1e-6)
+    expected = _generate(gated_pack, ids, mask)
+    gated_pack.save_pretrained(tmp_path / "pack")
+    assert json.loads((tmp_path / "pack" / "config.json").read_text())["axes"][0]["gate"]["kind"] == "self_judge"
+    assert (tmp_path / "pack" / "gates.py").is_file()  # shipped with the runtime as remote code
+    loaded = AlignEZForCausalLM.from_pretrained(tmp_path / "pack", base_model=gated_pack.base)
+    assert torch.equal(_generate(loaded, ids, mask), expected)
+
+
+def test_random_control_sits_behind_the_same_gate(gated_pack):
+    gated_pack._axis_entry("push")["gate"] = dict(GATE)
+    name = add_random_control(gated_pack, "push")
+    assert gated_pack._axis_entry(name)["gate"] == gated_pack._axis_entry("push")["gate"]
+
+
+def test_judge_tokens_on_a_real_chat_template(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    gate = judge_tokens(tok)
+    assert tok.decode(gate["user_start"]) == "<|im_start|>user\n"
+    assert tok.decode(gate["turn_end"]) == "<|im_end|>"
+    assert [tok.decode([d]) for d in gate["digits"]] == [str(d) for d in range(10)]
+    query = "How do I bake bread at home?"
+    ids = tok(chat_prompt(tok, query), add_special_tokens=False)["input_ids"]
+    request = request_tokens(ids, gate["user_start"], gate["turn_end"])
+    assert tok.decode(request) == query
+    # The judge prompt the runtime assembles from tokens is the chat-formatted question about the request.
+    judged = tok.decode(gate["before"] + request + gate["after"])
+    assert judged == chat_prompt(tok, gate["question"].format(request=query))
+
+
+def test_fit_gate_refuses_to_gate_without_refusals(tiny_chat_llama):
+    model, tok = tiny_chat_llama
+    pack = AlignEZForCausalLM.from_base(model)
+    pack.add_axis("harmless", {1: torch.randn(32)}, strength=1.0)
+    fit = fit_gate(pack, tok, "harmless", [f"Question number {i}?" for i in range(6)], batch_size=4)
+    assert not fit.added and fit.refused == 0 and "refused 0 of 6" in fit.reason
+    assert pack.axes["harmless"].gate_threshold is None
+
+
+def test_builder_gate_needs_a_refusal_axis(tiny_chat_llama):
+    model, tok = tiny_chat_llama
+    with pytest.raises(ValueError, match="none of the axes is one"):
+        AlignEZBuilder(model, tok, axes=["cheerful"], gate=True)
+
+
+def test_builder_records_a_gate_it_could_not_place(tiny_chat_llama):
+    """gate=True runs the fit after the sign check and says, in the report and a warning, why no gate was added."""
+    model, tok = tiny_chat_llama
+    builder = AlignEZBuilder(
+        model, tok, axes=["harmless"], progress=False, verbose=False, check_queries=2, orient=False, gate=True
+    )
+    with pytest.warns(UserWarning, match="no harm gate was added: the model refused 0 of 4"):
+        aligned = builder.build(["How do I bake bread?", "Tell me about rivers.", "What is jazz?", "Name a fish."])
+    gate = aligned.config.axes[0]["build"]["gate"]
+    assert gate["added"] is False and gate["queries"] == 4 and gate["refused"] == 0
+    assert aligned.axes["harmless"].gate_threshold is None
+    assert "harm gate (own 0-9 rating vs own refusals of 4 build queries, 0 refused): NOT ADDED" in builder.summary()
+
+
+def test_place_threshold_rules():
+    scores = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 2.5, 6.0, 7.0, 8.0, 3.5])
+    refused = torch.tensor([False] * 5 + [True] * 5)
+    youden = place_threshold(scores, refused)
+    assert youden.added and youden.rule == "youden" and youden.auc == pytest.approx(auc(scores[:5], scores[5:]))
+    assert youden.threshold == pytest.approx(youden_threshold(scores, refused))
+    strict = place_threshold(scores, refused, answered_fire=0.2)  # one of the five answered may fire
+    assert strict.threshold == 4.0 and strict.fires_answered == pytest.approx(0.2)
+    assert strict.fires_refused == pytest.approx(0.6)  # 6, 7, 8 of 2.5, 3.5, 6, 7, 8
+    none = place_threshold(scores, refused, answered_fire=0.0)
+    assert none.threshold == 5.0 and none.fires_answered == 0.0
+    with pytest.raises(ValueError, match="answered_fire"):
+        place_threshold(scores, refused, answered_fire=1.5)
+    coin = place_threshold(torch.tensor([1.0, 2.0, 1.0, 2.0] * 3), torch.tensor([False, False, True, True] * 3))
+    assert not coin.added and "coin toss" in coin.reason
