@@ -59,6 +59,9 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
         "the threshold placed on its own refusals of the build queries.",
     )
     p.add_argument(
+        "--gate-queries", type=int, default=64, help="With --gate: build queries the model rates and answers (spread)."
+    )
+    p.add_argument(
         "--gate-answered-fire",
         type=_share_or_youden,
         default=0.3,
@@ -116,6 +119,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         orient_queries=args.orient_queries,
         gate=args.gate,
         gate_answered_fire=args.gate_answered_fire,
+        gate_queries=args.gate_queries,
         base_model_name_or_path=recorded,
     )
     builder.build(queries, output_dir=args.out, overwrite=args.overwrite)
