@@ -237,8 +237,18 @@ def test_push_then_load_by_repo_id_everywhere(hub_packs, hub_server, hub_env, de
         except ImportError:
             importable = False
         push = error_of(lambda: model.push_to_hub("user/elsewhere"))
-        print(json.dumps({{"tokens": continuation(model), "module": type(model).__module__,
-                          "importable": importable, "push": push}}))
+        tokens = continuation(model)
+        # A self-judged gate runs inside the remote module too: always firing = steered, never = the base.
+        gate = {{"kind": "self_judge", "user_start": [1], "turn_end": [2], "before": [5, 6], "after": [7],
+                "digits": list(range(10, 20)), "threshold": -1.0}}
+        model.config.axes[0]["gate"] = gate
+        fires = continuation(model)
+        model.set_gate_threshold(model.config.axes[0]["name"], 10.0)
+        never = continuation(model)
+        with model.steering_disabled():
+            base = continuation(model)
+        print(json.dumps({{"tokens": tokens, "module": type(model).__module__, "importable": importable,
+                          "push": push, "gate": [fires == tokens, never == base, never != tokens]}}))
         """
         )
     )
@@ -246,6 +256,7 @@ def test_push_then_load_by_repo_id_everywhere(hub_packs, hub_server, hub_env, de
     assert out["tokens"] == hub_packs["tokens_v2"] and not out["importable"]
     assert out["module"].startswith("transformers_modules.")  # the pushed runtime code, not the package
     assert out["push"][0] == "ImportError" and "alignez-hf package" in out["push"][1]
+    assert out["gate"] == [True, True, True]
 
     hub_server.clear_requests()
     offline = CHILD_HELPERS + textwrap.dedent(
