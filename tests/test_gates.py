@@ -196,3 +196,16 @@ def test_place_threshold_rules():
         place_threshold(scores, refused, answered_fire=1.5)
     coin = place_threshold(torch.tensor([1.0, 2.0, 1.0, 2.0] * 3), torch.tensor([False, False, True, True] * 3))
     assert not coin.added and "coin toss" in coin.reason
+
+
+def test_judge_tokens_without_a_chat_template(smollm2_tokenizer):
+    """Plain "User: ...\\nAssistant:" prompts: the marker is "User:", not the ":" that "Assistant:" repeats."""
+    import copy
+
+    tok = copy.deepcopy(smollm2_tokenizer)
+    tok.chat_template = None
+    gate = judge_tokens(tok)
+    assert tok.decode(gate["user_start"]).strip() == "User:"
+    query = "How do I bake bread at home?"
+    ids = tok(chat_prompt(tok, query), add_special_tokens=False)["input_ids"]
+    assert tok.decode(request_tokens(ids, gate["user_start"], gate["turn_end"])).strip() == query

@@ -76,12 +76,14 @@ def judge_tokens(tokenizer, question: str = HARM_QUESTION) -> dict:
     if not before_user or not after_user:
         raise ValueError("Cannot locate the user message in the tokenizer's chat format; a gate needs one.")
     # The user marker: the shortest tail of the text before a user message that holds a special token (ChatML:
-    # "<|im_start|>user\n"), or, without special tokens, the shortest tail found only once there.
+    # "<|im_start|>user\n"), or, without special tokens, the shortest tail found only once in the whole prompt
+    # ("User:" and not ":", which "Assistant:" repeats).
+    whole = tokenizer.encode(chat_prompt(tokenizer, _SENTINELS[0]), add_special_tokens=False)
+    plain = not any(t in special for t in before_user)
     user_start = None
     for n in range(1, len(before_user) + 1):
         tail = before_user[-n:]
-        has_special = any(t in special for t in tail)
-        if has_special or (not any(t in special for t in before_user) and _count(before_user, tail) == 1):
+        if (plain and _count(whole, tail) == 1) or (not plain and any(t in special for t in tail)):
             user_start = tail
             break
     turn_end = after_user[:1] if after_user[0] in special else after_user
