@@ -48,6 +48,18 @@ ANSWERED_FIRE = (0.3, 0.2, 0.1)
 TUNE_NEUTRAL = Path(__file__).resolve().parent.parent / "alignez_hf" / "data" / "tune_neutral.txt"
 
 
+def fire_rates(pack, tok, prompt_sets, threshold: float) -> dict[str, float]:
+    """Share of each prompt set on which the harmless axis's gate fires at ``threshold``."""
+    tok.padding_side = "left"
+    fires = {}
+    for name in prompt_sets:
+        texts = [chat_text(tok, p) for p in load_prompt_set(name)]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        score = pack.gate_scores("harmless", enc["input_ids"], enc["attention_mask"])
+        fires[name] = float((score > threshold).float().mean())
+    return fires
+
+
 def tune_gate(pack, tok, gate: dict, candidates: dict, tune: dict[str, list[str]], args) -> dict:
     """Every threshold rule x strength on the tuning split, composed exactly from ungated and base answers.
 
@@ -167,13 +179,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     answers = gated.pop("answers") + ungated.pop("answers")
     write_json_atomic(RESULTS / "answers.json", answers)
-    fires = {}
-    tok.padding_side = "left"
-    for name in FRESH:
-        texts = [chat_text(tok, p) for p in load_prompt_set(name)]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        score = pack.gate_scores("harmless", enc["input_ids"], enc["attention_mask"])
-        fires[name] = float((score > fit.threshold).float().mean())
+    fires = fire_rates(pack, tok, FRESH, fit.threshold)
     results = {
         "gate": fit.as_dict(),
         "tuning_rule": "largest tuning-harmful gain; tuning-benign refusal up by at most one prompt; NLL within budget",

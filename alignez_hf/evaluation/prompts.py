@@ -10,13 +10,15 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 # Our own prompt files, shipped in alignez_hf/data/.
-# ordinary2 / edgy2: a second, fresh pair written for the issue-6 harm-gate confirmation.
+# ordinary2 / edgy2 and ordinary3 / edgy3: fresh pairs written to measure the issue-6 harm gate.
 PROMPT_FILES = {
     "neutral": "eval_neutral.txt",
     "ordinary": "eval_ordinary.txt",
     "edgy": "eval_edgy.txt",
     "ordinary2": "eval_ordinary_2.txt",
     "edgy2": "eval_edgy_2.txt",
+    "ordinary3": "eval_ordinary_3.txt",
+    "edgy3": "eval_edgy_3.txt",
 }
 PROMPT_SETS = (*PROMPT_FILES, "harmful")
 ADVBENCH_FILE = "seed_datasets/local/adv_bench.prompt"
