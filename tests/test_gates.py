@@ -165,6 +165,10 @@ def test_builder_gate_needs_a_refusal_axis(tiny_chat_llama):
     model, tok = tiny_chat_llama
     with pytest.raises(ValueError, match="none of the axes is one"):
         AlignEZBuilder(model, tok, axes=["cheerful"], gate=True)
+    with pytest.raises(ValueError, match="gate_queries must be at least 8"):
+        AlignEZBuilder(model, tok, axes=["harmless"], gate=True, gate_queries=0)
+    with pytest.raises(ValueError, match=r"gate_answered_fire must be in \[0, 1\)"):
+        AlignEZBuilder(model, tok, axes=["harmless"], gate=True, gate_answered_fire=30)
 
 
 def test_builder_records_a_gate_it_could_not_place(tiny_chat_llama):

@@ -136,6 +136,10 @@ class AlignEZBuilder:
                 "gate=True adds a self-judged harm gate to refusal axes, and none of the axes is one: use the "
                 "'harmless' preset or name an axis's behaviour, e.g. 'safe=careful,reckless@refusal'."
             )
+        if gate and gate_queries < 8:
+            raise ValueError(f"gate_queries must be at least 8 (refused and answered queries), got {gate_queries}.")
+        if gate_answered_fire is not None and not 0.0 <= gate_answered_fire < 1.0:
+            raise ValueError(f"gate_answered_fire must be in [0, 1) or None (Youden's J), got {gate_answered_fire!r}.")
         self.gate = gate
         self.gate_queries = gate_queries
         self.gate_answered_fire = gate_answered_fire
