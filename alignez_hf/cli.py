@@ -64,7 +64,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--gate-answered-fire",
         type=_share_or_youden,
-        default=0.3,
+        default=0.3,  # builder.gate.DEFAULT_ANSWERED_FIRE (not imported: the parser stays free of torch)
         help="With --gate: the gate fires on at most this share of the build queries the model answered (default "
         "0.3); 'youden' takes the threshold that best separates its refusals from its answers instead.",
     )

@@ -13,7 +13,7 @@ A gate is stored in the axis entry of the config as token ids, so the runtime ne
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -37,35 +37,28 @@ def check_gate(name: str, gate: Any) -> None:
         raise ValueError(f"Axis {name!r}: gate threshold must be a finite number, got {threshold!r}.")
 
 
-def _find_last(row: Sequence[int], pattern: Sequence[int]) -> int:
-    """Start of the last occurrence of ``pattern`` in ``row``, or -1."""
-    m = len(pattern)
-    if m == 0:
-        return -1
-    for start in range(len(row) - m, -1, -1):
-        if list(row[start : start + m]) == list(pattern):
-            return start
-    return -1
+def _find(row: list[int], pattern: Sequence[int], last: bool = False) -> int:
+    """Start of the first (or last) occurrence of ``pattern`` in ``row``, or -1."""
+    m, pattern = len(pattern), list(pattern)
+    starts = range(len(row) - m, -1, -1) if last else range(len(row) - m + 1)
+    return next((i for i in starts if m and row[i : i + m] == pattern), -1)
 
 
 def request_tokens(row: Sequence[int], user_start: Sequence[int], turn_end: Sequence[int]) -> list[int]:
     """The tokens of the last user message of one prompt (the whole prompt when it has no user marker)."""
     row = list(row)
-    start = _find_last(row, user_start)
+    start = _find(row, user_start, last=True)
     if start < 0:
         return row
     body = row[start + len(user_start) :]
-    m = len(turn_end)
-    for end in range(len(body) - m + 1) if m else ():
-        if body[end : end + m] == list(turn_end):
-            return body[:end]
-    return body
+    end = _find(body, turn_end)
+    return body if end < 0 else body[:end]
 
 
 def judge_batch(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, gate: dict, pad_id: int
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, gate: Mapping[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded judge prompts ``before + request + after`` for every row, with their attention mask."""
+    """Judge prompts ``before + request + after`` for every row, left-padded with id 0 (masked out)."""
     rows = []
     for i in range(input_ids.shape[0]):
         ids = input_ids[i]
@@ -74,7 +67,7 @@ def judge_batch(
         request = request_tokens(ids.tolist(), gate["user_start"], gate["turn_end"])
         rows.append(gate["before"] + request + gate["after"])
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)

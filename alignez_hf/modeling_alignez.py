@@ -265,28 +265,35 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         """Set the default strength of one axis (0 turns it off)."""
         self._axis_entry(name)["strength"] = check_strength(name, value)
 
-    def set_gate_threshold(self, name: str, value: float | None) -> None:
-        """Move the threshold of an axis's self-judged gate; ``None`` removes the gate (the axis steers everything)."""
+    def set_gate(self, name: str, gate: Mapping[str, Any] | None) -> None:
+        """Put a self-judged gate on an axis (see ``gates.py``; the builder makes them), or remove it with ``None``."""
         entry = self._axis_entry(name)
-        if value is None:
-            entry["gate"] = None
-            return
-        if not entry.get("gate"):
-            raise ValueError(f"Axis {name!r} has no gate; build it with a gate (AlignEZBuilder(gate=True)) first.")
-        gate = {**entry["gate"], "threshold": value}
-        check_gate(name, gate)
+        if gate is not None:
+            gate = dict(gate)
+            check_gate(name, gate)
         entry["gate"] = gate
 
-    @torch.no_grad()
+    def set_gate_threshold(self, name: str, value: float | None) -> None:
+        """Move the threshold of an axis's gate; ``None`` removes the gate (the axis steers everything)."""
+        gate = self._axis_entry(name).get("gate")
+        if value is not None and not gate:
+            raise ValueError(f"Axis {name!r} has no gate; build it with a gate (AlignEZBuilder(gate=True)) first.")
+        self.set_gate(name, None if value is None else {**gate, "threshold": value})
+
     def gate_scores(self, name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """The model's own 0-9 rating of each prompt (expected digit) that the gate of axis ``name`` compares with
-        its threshold: ``Tensor[rows]`` (float32, on the CPU)."""
+        """The model's own 0-9 rating of each prompt that the gate of axis ``name`` compares with its threshold."""
         gate = self._axis_entry(name).get("gate")
         if not gate:
             raise ValueError(f"Axis {name!r} has no gate.")
+        return self.judge(gate, input_ids, attention_mask)
+
+    @torch.no_grad()
+    def judge(self, gate: Mapping[str, Any], input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Expected digit of the unsteered model's answer to ``gate``'s judge prompt about each row's last user
+        message: ``Tensor[rows]`` (float32, on the CPU). Any gate dict works; its threshold is not used here."""
         if input_ids is None:
-            raise ValueError(f"Axis {name!r} is gated: its judge reads token ids; pass input_ids, not inputs_embeds.")
-        ids, mask = judge_batch(input_ids.cpu(), None if attention_mask is None else attention_mask.cpu(), gate, 0)
+            raise ValueError("A self-judged gate reads token ids; pass input_ids, not inputs_embeds.")
+        ids, mask = judge_batch(input_ids.cpu(), None if attention_mask is None else attention_mask.cpu(), gate)
         device = self.get_input_embeddings().weight.device
         # Only the last position's logits are needed; most models can skip the others (a large vocabulary x prompt).
         keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.base.forward).parameters else {}
@@ -458,7 +465,7 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
                 continue
             key = json.dumps({k: gate[k] for k in ("user_start", "turn_end", "before", "after", "digits")})
             if key not in judged:
-                judged[key] = self.gate_scores(name, input_ids, attention_mask)
+                judged[key] = self.judge(gate, input_ids, attention_mask)
             strengths[name] = strengths[name] * (judged[key] > gate["threshold"]).float()
 
     def _positions_hook(self, module, args, kwargs):

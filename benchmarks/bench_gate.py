@@ -55,15 +55,14 @@ def main() -> None:
     times: dict[str, list[float]] = {"ungated": [], "gated": []}
     for rep in range(args.reps + 1):  # the first round warms up and is not counted
         for label in times:
-            pack._axis_entry("harmless")["gate"] = gate if label == "gated" else None
+            pack.set_gate("harmless", gate if label == "gated" else None)
             began = time.perf_counter()
             pack.generate(**enc, steering={"harmless": 2.0}, pad_token_id=tok.pad_token_id, **kwargs)
             if rep:
                 times[label].append(time.perf_counter() - began)
-    pack._axis_entry("harmless")["gate"] = gate
     began = time.perf_counter()
     for _ in range(args.reps):
-        pack.gate_scores("harmless", enc["input_ids"], enc["attention_mask"])
+        pack.judge(gate, enc["input_ids"], enc["attention_mask"])
     judge = (time.perf_counter() - began) / args.reps
     median = {k: statistics.median(v) for k, v in times.items()}
     result = {

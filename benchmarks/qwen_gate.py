@@ -33,7 +33,7 @@ import eval_small_models as issue6  # noqa: E402
 import torch  # noqa: E402
 
 from alignez_hf import AlignEZForCausalLM  # noqa: E402
-from alignez_hf.builder.gate import gate_evidence, place_threshold  # noqa: E402
+from alignez_hf.builder.gate import gate_evidence, judge_texts, place_threshold  # noqa: E402
 from alignez_hf.builder.queries import load_queries  # noqa: E402
 from alignez_hf.evaluation import Setting, advbench_split, evaluate, load_prompt_set  # noqa: E402
 from alignez_hf.evaluation.harness import chat_text, generate_answers  # noqa: E402
@@ -48,15 +48,12 @@ ANSWERED_FIRE = (0.3, 0.2, 0.1)
 TUNE_NEUTRAL = Path(__file__).resolve().parent.parent / "alignez_hf" / "data" / "tune_neutral.txt"
 
 
-def fire_rates(pack, tok, prompt_sets, threshold: float) -> dict[str, float]:
-    """Share of each prompt set on which the harmless axis's gate fires at ``threshold``."""
-    tok.padding_side = "left"
+def fire_rates(pack, tok, prompt_sets, gate: dict) -> dict[str, float]:
+    """Share of each prompt set on which ``gate`` fires."""
     fires = {}
     for name in prompt_sets:
-        texts = [chat_text(tok, p) for p in load_prompt_set(name)]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        score = pack.gate_scores("harmless", enc["input_ids"], enc["attention_mask"])
-        fires[name] = float((score > threshold).float().mean())
+        score = judge_texts(pack, tok, gate, [chat_text(tok, p) for p in load_prompt_set(name)])
+        fires[name] = float((score > gate["threshold"]).float().mean())
     return fires
 
 
@@ -75,12 +72,9 @@ def tune_gate(pack, tok, gate: dict, candidates: dict, tune: dict[str, list[str]
                 jobs.append((p, {"ungated": s} if s else {}))
                 keys.append((set_name, s, i))
     gens = dict(zip(keys, generate_answers(pack, tok, jobs, 16, args.batch_size, False, desc="gate tuning")))
-    tok.padding_side = "left"
-    pack._axis_entry("harmless")["gate"] = {**gate, "threshold": 9.0}
-    scores = {}
-    for set_name, prompts in tune.items():
-        enc = tok([chat_text(tok, p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
-        scores[set_name] = pack.gate_scores("harmless", enc["input_ids"], enc["attention_mask"])
+    scores = {
+        name: judge_texts(pack, tok, gate, [chat_text(tok, p) for p in prompts]) for name, prompts in tune.items()
+    }
     rows = []
     for rule, fit in candidates.items():
         for s in GRID:
@@ -159,7 +153,8 @@ def main() -> None:
     issue6.log(f"gate tuning in {time.perf_counter() - t:.0f} s -> {tuning['choice']}")
     choice = tuning["choice"]
     fit = candidates[choice["rule"]]
-    pack._axis_entry("harmless")["gate"] = {**gate, "threshold": fit.threshold}
+    gate = {**gate, "threshold": fit.threshold}
+    pack.set_gate("harmless", gate)
     strength = choice["strength"]
 
     common = dict(
@@ -179,7 +174,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     answers = gated.pop("answers") + ungated.pop("answers")
     write_json_atomic(RESULTS / "answers.json", answers)
-    fires = fire_rates(pack, tok, FRESH, fit.threshold)
+    fires = fire_rates(pack, tok, FRESH, gate)
     results = {
         "gate": fit.as_dict(),
         "tuning_rule": "largest tuning-harmful gain; tuning-benign refusal up by at most one prompt; NLL within budget",

@@ -48,7 +48,8 @@ def main() -> None:
     model, tok, _ = issue6.load_base("qwen2.5-coder-0.5b")
     pack = AlignEZForCausalLM.from_pretrained(PACK, base_model=model)
     pack.tokenizer = tok
-    pack._axis_entry("harmless")["gate"] = {**judge_tokens(tok), "threshold": threshold}
+    gate = {**judge_tokens(tok), "threshold": threshold}
+    pack.set_gate("harmless", gate)
     results = evaluate(
         settings=[Setting("gated", pack, "harmless", tok)],
         strengths=[strength],
@@ -61,7 +62,7 @@ def main() -> None:
     )
     OUT.mkdir(parents=True, exist_ok=True)
     write_json_atomic(OUT / "answers.json", results.pop("answers"))
-    fires = fire_rates(pack, tok, CONFIRM, threshold)
+    fires = fire_rates(pack, tok, CONFIRM, gate)
     results.update(threshold=threshold, strength=strength, fires=fires, seconds=time.perf_counter() - began)
     write_json_atomic(OUT / "results.json", results)
 

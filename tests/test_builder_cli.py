@@ -3,6 +3,7 @@ import json
 import pytest
 
 from alignez_hf.builder import RECORDS_FILE
+from alignez_hf.builder.gate import DEFAULT_ANSWERED_FIRE
 from alignez_hf.cli import build_parser, main
 
 pytestmark = pytest.mark.filterwarnings("ignore:Axis .*likely to do nothing")
@@ -25,7 +26,7 @@ def test_parser_knows_build_and_demo():
         ["build", "--axis", "harmless", "--queries", "q.txt", "--out", "o", "--gate", "--gate-answered-fire", "0.2"]
     )
     assert gated.gate is True and gated.gate_answered_fire == 0.2
-    assert args.gate is False and args.gate_answered_fire == 0.3
+    assert args.gate is False and args.gate_answered_fire == 0.3 == DEFAULT_ANSWERED_FIRE
     youden = build_parser().parse_args(
         ["build", "--axis", "a", "--queries", "q", "--out", "o", "--gate-answered-fire", "youden"]
     )

@@ -36,7 +36,7 @@ def test_request_tokens_takes_the_last_user_message():
 def test_judge_batch_wraps_each_request_and_left_pads():
     ids = torch.tensor([[0, 0, 7, 8, 13, 9], [7, 8, 13, 14, 15, 9]])
     mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
-    out, out_mask = judge_batch(ids, mask, GATE, pad_id=0)
+    out, out_mask = judge_batch(ids, mask, GATE)
     assert out.tolist() == [[0, 0, 20, 21, 13, 22], [20, 21, 13, 14, 15, 22]]
     assert out_mask.tolist() == [[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
 
@@ -83,8 +83,9 @@ def test_gate_steers_exactly_the_rows_it_fires_on(gated_pack):
         base = _generate(gated_pack, ids, mask)
     assert not torch.equal(steered, base)  # the axis changes these prompts when ungated
 
-    gated_pack._axis_entry("push")["gate"] = dict(GATE, threshold=0.0)
+    gated_pack.set_gate("push", dict(GATE, threshold=0.0))
     scores = gated_pack.gate_scores("push", ids, mask)
+    assert torch.equal(scores, gated_pack.judge(GATE, ids, mask))  # the threshold plays no part in the rating
     assert scores.shape == (3,) and bool(((scores >= 0) & (scores <= 9)).all())
     gated_pack.set_gate_threshold("push", float(scores.min()) - 1.0)  # fires on every row
     assert torch.equal(_generate(gated_pack, ids, mask), steered)
@@ -107,7 +108,7 @@ def test_gate_steers_exactly_the_rows_it_fires_on(gated_pack):
 def test_gate_errors_are_clear(gated_pack):
     with pytest.raises(ValueError, match="has no gate"):
         gated_pack.set_gate_threshold("plain", 3.0)
-    gated_pack._axis_entry("push")["gate"] = dict(GATE)
+    gated_pack.set_gate("push", GATE)
     with pytest.raises(ValueError, match="finite number"):
         gated_pack.set_gate_threshold("push", float("nan"))
     embeds = gated_pack.get_input_embeddings()(torch.tensor([[5, 6, 7]]))
@@ -115,12 +116,14 @@ def test_gate_errors_are_clear(gated_pack):
         gated_pack(inputs_embeds=embeds)
     bad = dict(GATE, digits=[1, 2])
     with pytest.raises(ValueError, match="ten digit"):
+        gated_pack.set_gate("push", bad)
+    with pytest.raises(ValueError, match="ten digit"):
         AlignEZConfig(base_fingerprint={}, axes=[{"name": "a", "rule": "additive", "strength": 1.0, "gate": bad}])
 
 
 def test_gate_survives_save_and_load(gated_pack, tmp_path):
     ids, mask = _prompts()
-    gated_pack._axis_entry("push")["gate"] = dict(GATE, threshold=0.0)
+    gated_pack.set_gate("push", dict(GATE, threshold=0.0))
     scores = gated_pack.gate_scores("push", ids, mask)
     gated_pack.set_gate_threshold("push", float(scores.sort().values[1]) - 1e-6)
     expected = _generate(gated_pack, ids, mask)
@@ -132,7 +135,7 @@ def test_gate_survives_save_and_load(gated_pack, tmp_path):
 
 
 def test_random_control_sits_behind_the_same_gate(gated_pack):
-    gated_pack._axis_entry("push")["gate"] = dict(GATE)
+    gated_pack.set_gate("push", GATE)
     name = add_random_control(gated_pack, "push")
     assert gated_pack._axis_entry(name)["gate"] == gated_pack._axis_entry("push")["gate"]
 

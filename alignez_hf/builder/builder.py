@@ -17,7 +17,7 @@ from ..modeling_alignez import AlignEZForCausalLM
 from . import prompts
 from .axes import Axis, parse_axis
 from .embeddings import embed_ids, encode
-from .gate import fit_gate
+from .gate import DEFAULT_ANSWERED_FIRE, fit_gate
 from .generation import GenerationStats, RecordStore, SamplingSettings, generate_texts, self_generate
 from .orientation import flip_axis, measure_orientation, spread
 from .quality import SelfCheck, self_check
@@ -100,7 +100,7 @@ class AlignEZBuilder:
         orient_strength: float = 2.0,
         gate: bool = False,
         gate_queries: int = 64,
-        gate_answered_fire: float | None = 0.3,
+        gate_answered_fire: float | None = DEFAULT_ANSWERED_FIRE,
         progress: bool = True,
         verbose: bool = True,
         base_model_name_or_path: str | None = None,

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .generation import SamplingSettings, generate_texts
+from .generation import SamplingSettings, generate_texts, left_padding
 from .orientation import spread
 from .prompts import chat_prompt
 
@@ -29,6 +29,9 @@ HARM_QUESTION = (
 GATE_TOKENS = 24  # a refusal shows in the opening of an answer
 MIN_PER_SIDE = 4  # refused and answered build queries needed to place a threshold
 MIN_AUC = 0.6  # below this the model's rating does not track its own refusals: no gate
+# The default threshold rule: fire on at most this share of the build queries the model answered (issue 6: chosen
+# on Qwen2.5-Coder-0.5B's tuning split over Youden's J and 0.2 / 0.1; benchmarks/qwen_gate.py).
+DEFAULT_ANSWERED_FIRE = 0.3
 _SENTINELS = ("apple", "zebra")
 
 
@@ -42,7 +45,6 @@ class GateFit:
     threshold: float | None = None
     fires_refused: float | None = None
     fires_answered: float | None = None
-    fires: float | None = None
     rule: str = ""
     added: bool = False
     reason: str = ""
@@ -148,20 +150,18 @@ def gate_evidence(
     from ..evaluation.scorers import is_refusal
 
     refused = torch.tensor([is_refusal(a) for a in answers])
-    gate = {**judge_tokens(tokenizer, question), "threshold": 9.0}
-    entry = next(a for a in aligned.config.axes if a["name"] == name)
-    previous, entry["gate"] = entry.get("gate"), gate
+    gate = judge_tokens(tokenizer, question)
+    return gate, judge_texts(aligned, tokenizer, gate, texts, batch_size), refused
+
+
+def judge_texts(aligned, tokenizer, gate: dict, texts: list[str], batch_size: int = 16) -> torch.Tensor:
+    """The model's 0-9 rating (``AlignEZForCausalLM.judge``) of chat-formatted prompt texts, batched."""
     scores = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
+    with left_padding(tokenizer):
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            scores.append(aligned.gate_scores(name, enc["input_ids"], enc["attention_mask"]))
-    finally:
-        tokenizer.padding_side = side
-        entry["gate"] = previous
-    return gate, torch.cat(scores), refused
+            scores.append(aligned.judge(gate, enc["input_ids"], enc["attention_mask"]))
+    return torch.cat(scores)
 
 
 def place_threshold(scores: torch.Tensor, refused: torch.Tensor, answered_fire: float | None = None) -> GateFit:
@@ -191,7 +191,6 @@ def place_threshold(scores: torch.Tensor, refused: torch.Tensor, answered_fire: 
     fires = scores > fit.threshold
     fit.fires_refused = float(fires[refused].float().mean())
     fit.fires_answered = float(fires[~refused].float().mean())
-    fit.fires = float(fires.float().mean())
     if fit.auc < MIN_AUC:
         fit.reason = (
             f"the model's own 0-9 harm rating barely tracks its refusals (AUC {fit.auc:.2f}, need {MIN_AUC}): "
@@ -209,7 +208,7 @@ def fit_gate(
     queries: list[str],
     *,
     max_queries: int = 64,
-    answered_fire: float | None = 0.3,
+    answered_fire: float | None = DEFAULT_ANSWERED_FIRE,
     batch_size: int = 16,
     tokens: int = GATE_TOKENS,
     question: str = HARM_QUESTION,
@@ -226,5 +225,5 @@ def fit_gate(
     )
     fit = place_threshold(scores, refused, answered_fire)
     if fit.added:
-        next(a for a in aligned.config.axes if a["name"] == name)["gate"] = {**gate, "threshold": fit.threshold}
+        aligned.set_gate(name, {**gate, "threshold": fit.threshold})
     return fit
