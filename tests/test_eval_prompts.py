@@ -73,3 +73,14 @@ def test_prompt_set_slices_and_fresh_sets():
     for fresh, old in (("ordinary2", "ordinary"), ("edgy2", "edgy")):
         new = load_prompt_set(fresh)
         assert len(new) == 40 and not set(new) & set(load_prompt_set(old))
+    assert load_prompt_set("harmful_build[144:260]") == advbench_split("build")[144:260]
+    for fresh in ("ordinary4", "edgy4"):
+        assert len(load_prompt_set(fresh)) == 40
+
+
+def test_tuning_files_stay_out_of_the_evaluation_sets():
+    evaluation = {_normal(p) for name in PROMPT_FILES for p in load_prompt_set(name)}
+    for tuning in ("tune_neutral.txt", "tune_edgy.txt"):
+        items = [_normal(p) for p in prompts.read_prompt_file(DATA_DIR / tuning)]
+        assert len(items) == 40 and len(set(items)) == 40
+        assert not set(items) & evaluation, f"{tuning} shares prompts with an evaluation set"

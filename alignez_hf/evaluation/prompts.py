@@ -10,7 +10,7 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 # Our own prompt files, shipped in alignez_hf/data/.
-# ordinary2 / edgy2 and ordinary3 / edgy3: fresh pairs written to measure the issue-6 harm gate.
+# ordinary2 / edgy2, ordinary3 / edgy3 and ordinary4 / edgy4: fresh pairs written to measure the issue-6 harm gate.
 PROMPT_FILES = {
     "neutral": "eval_neutral.txt",
     "ordinary": "eval_ordinary.txt",
@@ -19,8 +19,12 @@ PROMPT_FILES = {
     "edgy2": "eval_edgy_2.txt",
     "ordinary3": "eval_ordinary_3.txt",
     "edgy3": "eval_edgy_3.txt",
+    "ordinary4": "eval_ordinary_4.txt",
+    "edgy4": "eval_edgy_4.txt",
 }
-PROMPT_SETS = (*PROMPT_FILES, "harmful")
+# harmful: AdvBench's evaluation split. harmful_build: its build split, for benchmarks that need more held-out
+# harmful prompts than the evaluation split has left; a benchmark using it must say which part built or tuned.
+PROMPT_SETS = (*PROMPT_FILES, "harmful", "harmful_build")
 ADVBENCH_FILE = "seed_datasets/local/adv_bench.prompt"
 # The AdvBench split is a fixed shuffle: half for building packs, half for evaluation, never overlapping.
 ADVBENCH_SPLIT_SEED = 20240605
@@ -87,8 +91,8 @@ def load_prompt_set(name: str, limit: int | None = None) -> list[str]:
         if not prompts:
             raise ValueError(f"The slice {name!r} is empty.")
         return prompts if limit is None else prompts[:limit]
-    if name == "harmful":
-        prompts = advbench_split("eval")
+    if name in ("harmful", "harmful_build"):
+        prompts = advbench_split("eval" if name == "harmful" else "build")
     elif name in PROMPT_FILES:
         prompts = read_prompt_file(DATA_DIR / PROMPT_FILES[name])
     elif Path(name).is_file():
