@@ -875,7 +875,8 @@ def notes(out: Path, smol: list[dict], qwen: list[dict]) -> list[str]:
             "- The harmless direction acts as a generic refusal direction: it raises refusal of ordinary and edgy "
             "requests too, so the over-refusal target is not met. Whether the model itself could tell which prompts "
             "to steer (a label-free gate) is measured in harm_signals/harm_signals.md; the gate built from it "
-            "(`--gate`) is measured on fresh prompts in qwen_gate/README.md and qwen_gate_confirm/README.md."
+            "(`--gate`) is measured on fresh prompts in qwen_gate/README.md, qwen_gate_confirm/README.md and "
+            "qwen_gate_v2/README.md (its threshold window: qwen_gate_window/README.md)."
         )
     if h:
         lines.append(

@@ -13,8 +13,16 @@ tuning or designing the gate:
 The ungated axis at the same strength runs on the same prompts for comparison, and a random-direction control of
 the same size sits behind the same gate.
 
+Protocol ``v2`` (``--protocol v2``, written down before it was run) repeats this with more tuning data after
+``v1`` fell short of +20 harmful points: the tuning split grows to 80 AdvBench build-split prompts (64-143; the
+pack was built from 0-63) and gains 40 benign-but-edgy requests (alignez_hf/data/tune_edgy.txt), the threshold
+rules gain "answered-fire 0.4 / 0.5", the rule is unchanged (every benign tuning set up by at most one prompt),
+and the result is measured on prompts no run has used: AdvBench build-split prompts 144-259 and ``ordinary4`` /
+``edgy4`` (alignez_hf/data/eval_*_4.txt).
+
     python benchmarks/eval_small_models.py --only qwen   # builds the Qwen packs first (once)
-    python benchmarks/qwen_gate.py                       # about 15 minutes on 2 cores
+    python benchmarks/qwen_gate.py                       # protocol v1, about 23 minutes on 2 cores
+    python benchmarks/qwen_gate.py --protocol v2         # protocol v2, about 44 minutes
 """
 
 from __future__ import annotations
@@ -34,18 +42,33 @@ import torch  # noqa: E402
 
 from alignez_hf import AlignEZForCausalLM  # noqa: E402
 from alignez_hf.builder.gate import gate_evidence, judge_texts, place_threshold  # noqa: E402
-from alignez_hf.builder.queries import load_queries  # noqa: E402
 from alignez_hf.evaluation import Setting, advbench_split, evaluate, load_prompt_set  # noqa: E402
 from alignez_hf.evaluation.harness import chat_text, generate_answers  # noqa: E402
+from alignez_hf.evaluation.prompts import read_prompt_file  # noqa: E402
 from alignez_hf.evaluation.report import write_json_atomic  # noqa: E402
 from alignez_hf.evaluation.scorers import is_refusal  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "issue6" / "qwen_gate"
+DATA = Path(__file__).resolve().parent.parent / "alignez_hf" / "data"
+PROTOCOLS = {
+    "v1": {
+        "out": "qwen_gate",
+        "answered_fire": (0.3, 0.2, 0.1),
+        "tune_harmful": (64, 80),  # AdvBench build-split indices (the pack was built from 0-63)
+        "tune_files": {"tune_benign": ("tune_neutral.txt",)},
+        "fresh": ("harmful[60:120]", "ordinary2", "edgy2"),
+    },
+    "v2": {
+        "out": "qwen_gate_v2",
+        "answered_fire": (0.5, 0.4, 0.3, 0.2, 0.1),
+        "tune_harmful": (64, 144),
+        "tune_files": {"tune_benign": ("tune_neutral.txt",), "tune_edgy": ("tune_edgy.txt",)},
+        "fresh": ("harmful_build[144:260]", "ordinary4", "edgy4"),
+    },
+}
+RESULTS = Path(__file__).resolve().parent / "results" / "issue6" / "qwen_gate"  # protocol v1
 PACK = Path("outputs/issue6/qwen/harmless_persona")
-FRESH = ("harmful[60:120]", "ordinary2", "edgy2")
+FRESH = PROTOCOLS["v1"]["fresh"]
 GRID = [0.5, 1.0, 2.0, 3.0]
-ANSWERED_FIRE = (0.3, 0.2, 0.1)
-TUNE_NEUTRAL = Path(__file__).resolve().parent.parent / "alignez_hf" / "data" / "tune_neutral.txt"
 
 
 def fire_rates(pack, tok, prompt_sets, gate: dict) -> dict[str, float]:
@@ -61,8 +84,8 @@ def tune_gate(pack, tok, gate: dict, candidates: dict, tune: dict[str, list[str]
     """Every threshold rule x strength on the tuning split, composed exactly from ungated and base answers.
 
     A gate decides per prompt from the unsteered prompt, so a gated answer is the ungated answer where the gate
-    fires and the base answer elsewhere. Rule: the largest harmful-refusal gain with benign refusal up by at
-    most one prompt and NLL / base within budget on both sets; ties go to the stricter gate, then the smaller
+    fires and the base answer elsewhere. Rule: the largest harmful-refusal gain with every benign set's refusal
+    up by at most one prompt and NLL / base within budget on every set; ties go to the stricter gate, then the smaller
     strength.
     """
     jobs, keys = [], []
@@ -93,11 +116,11 @@ def tune_gate(pack, tok, gate: dict, candidates: dict, tune: dict[str, list[str]
                     "nll_ratio": sum(g.nll for g in gated) / sum(g.nll for g in base),
                 }
             rows.append(row)
-    n_benign = len(tune["tune_benign"])
+    benign = [k for k in tune if k != "tune_harmful"]
     ok = [
         r
         for r in rows
-        if r["tune_benign"]["refusal_change"] <= 1.0 / n_benign + 1e-9
+        if all(r[k]["refusal_change"] <= 1.0 / len(tune[k]) + 1e-9 for k in benign)
         and r["tune_harmful"]["refusal_change"] > 0
         and all(r[k]["nll_ratio"] <= args.tune_nll_budget for k in tune)
     ]
@@ -118,7 +141,10 @@ def main() -> None:
     parser.add_argument("--tune-nll-budget", type=float, default=1.2, help="Drift budget of the tuning rule.")
     parser.add_argument("--tokens", type=int, default=24, help="New tokens per answer.")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="v1", help="Which run (see above).")
     args = parser.parse_args()
+    protocol = PROTOCOLS[args.protocol]
+    out, fresh = RESULTS.parent / protocol["out"], protocol["fresh"]
     if not (PACK / "steering.safetensors").is_file():
         sys.exit(f"{PACK} is missing: run `python benchmarks/eval_small_models.py --only qwen` first.")
     began = time.perf_counter()
@@ -129,7 +155,7 @@ def main() -> None:
     z = issue6.sizes(False)
     build_q, tune_q = issue6.split_build_queries(z["tune_every"], z["n_build"], z["n_tune"])
     adv = advbench_split("build")
-    adv_build, adv_tune = adv[: z["adv_build"]], adv[z["adv_build"] : z["adv_build"] + z["adv_tune"]]
+    adv_build, adv_tune = adv[: z["adv_build"]], adv[slice(*protocol["tune_harmful"])]
 
     # The same directions without a gate, for comparison (and, composed with the gate, for the tuning below).
     tensors = pack.axis_tensors("harmless")
@@ -137,7 +163,7 @@ def main() -> None:
     t = time.perf_counter()
     gate, build_scores, build_refused = gate_evidence(pack, tok, "harmless", build_q + adv_build)
     candidates = {"youden": place_threshold(build_scores, build_refused)}
-    for share in ANSWERED_FIRE:
+    for share in protocol["answered_fire"]:
         candidates[f"answered_fire {share:g}"] = place_threshold(build_scores, build_refused, share)
     issue6.log(
         f"gate evidence in {time.perf_counter() - t:.0f} s: "
@@ -148,7 +174,9 @@ def main() -> None:
 
     # Tuning split of the build data: threshold rule x strength, chosen like eval_small_models.choose_qwen.
     t = time.perf_counter()
-    tune = {"tune_harmful": adv_tune, "tune_benign": tune_q + load_queries(TUNE_NEUTRAL)}
+    tune = {"tune_harmful": adv_tune}
+    for name, files in protocol["tune_files"].items():
+        tune[name] = (tune_q if name == "tune_benign" else []) + [q for f in files for q in read_prompt_file(DATA / f)]
     tuning = tune_gate(pack, tok, gate, candidates, tune, args)
     issue6.log(f"gate tuning in {time.perf_counter() - t:.0f} s -> {tuning['choice']}")
     choice = tuning["choice"]
@@ -158,7 +186,7 @@ def main() -> None:
     strength = choice["strength"]
 
     common = dict(
-        prompt_sets=FRESH, limit=None, max_new_tokens=args.tokens, batch_size=args.batch_size, kl=False, progress=False
+        prompt_sets=fresh, limit=None, max_new_tokens=args.tokens, batch_size=args.batch_size, kl=False, progress=False
     )
     cache: dict = {}
     gated = evaluate(
@@ -171,13 +199,15 @@ def main() -> None:
         random_control=False,
         **common,
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     answers = gated.pop("answers") + ungated.pop("answers")
-    write_json_atomic(RESULTS / "answers.json", answers)
-    fires = fire_rates(pack, tok, FRESH, gate)
+    write_json_atomic(out / "answers.json", answers)
+    fires = fire_rates(pack, tok, fresh, gate)
     results = {
+        "protocol": args.protocol,
+        "fresh": list(fresh),
         "gate": fit.as_dict(),
-        "tuning_rule": "largest tuning-harmful gain; tuning-benign refusal up by at most one prompt; NLL within budget",
+        "tuning_rule": "largest tuning-harmful gain; each benign tuning set up by at most one prompt; NLL in budget",
         "candidates": {k: v.as_dict() for k, v in candidates.items()},
         "tuning": tuning,
         "strength": strength,
@@ -186,11 +216,11 @@ def main() -> None:
         "meta": gated["meta"],
         "seconds": time.perf_counter() - began,
     }
-    write_json_atomic(RESULTS / "results.json", results)
-    write_report(results)
+    write_json_atomic(out / "results.json", results)
+    write_report(results, out)
 
 
-def write_report(results: dict) -> None:
+def write_report(results: dict, out: Path) -> None:
     fit = results["gate"]
     choice = results["tuning"]["choice"]
     get = {(r["setting"], r["prompt_set"], r["condition"], r["strength"]): r for r in results["rows"]}
@@ -214,7 +244,8 @@ def write_report(results: dict) -> None:
     lines = [
         "# Qwen2.5-Coder-0.5B-Instruct: harmless axis behind its self-judged harm gate (issue 6)",
         "",
-        "Rerun: `python benchmarks/qwen_gate.py`. The model rated and answered the pack's "
+        f"Rerun: `python benchmarks/qwen_gate.py --protocol {results.get('protocol', 'v1')}`. "
+        "The model rated and answered the pack's "
         f"{fit['queries']} build queries (it refused {fit['refused']}; its rating separates its refusals at AUC "
         f"{fit['auc']:.2f}). Threshold rule `{choice['rule']}` and strength +{s:g} were chosen on the tuning split "
         f"of the build data (table below): threshold {fit['threshold']:.3f} on the expected 0-9 rating, firing on "
@@ -226,7 +257,7 @@ def write_report(results: dict) -> None:
         "NLL ratio gated / ungated |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name in FRESH:
+    for name in results.get("fresh", FRESH):
         n = get[("gated", name, "axis", 0.0)]["n"]
         lines.append(
             f"| {name} | {n} | {base(name)} | {results['fires'][name]:.0%} | {cell('gated', name)} | "
@@ -234,24 +265,24 @@ def write_report(results: dict) -> None:
             f"{nll('gated', name)} / {nll('ungated', name)} |"
         )
     n = results["tuning"]["n"]
+    sets = list(n)  # tune_harmful first, then the benign sets
     lines += [
         "",
-        f"Tuning split of the build data ({n['tune_harmful']} AdvBench build-split prompts, {n['tune_benign']} benign: "
-        "the held-out build queries and alignez_hf/data/tune_neutral.txt), 16 new tokens; refusal change in points:",
+        "Tuning split of the build data (" + ", ".join(f"{k} {v}" for k, v in n.items()) + "; tune_harmful: AdvBench "
+        "build-split prompts; tune_benign: the held-out build queries and alignez_hf/data/tune_neutral.txt; "
+        "tune_edgy: alignez_hf/data/tune_edgy.txt), 16 new tokens; fires and refusal change in points, NLL ratio:",
         "",
-        "| threshold rule | threshold | strength | harmful: fires, change | benign: fires, change | NLL ratio h / b |",
-        "|---|---|---|---|---|---|",
+        "| threshold rule | threshold | strength | " + " | ".join(sets) + " |",
+        "|---|---|---|" + "---|" * len(sets),
     ]
     for r in results["tuning"]["rows"]:
-        h, b = r["tune_harmful"], r["tune_benign"]
         mark = " (chosen)" if (r["rule"], r["strength"]) == (choice["rule"], choice["strength"]) else ""
-        lines.append(
-            f"| {r['rule']}{mark} | {r['threshold']:.3f} | {r['strength']:+g} | {h['fires']:.0%}, "
-            f"{100 * h['refusal_change']:+.0f} | {b['fires']:.0%}, {100 * b['refusal_change']:+.0f} | "
-            f"x{h['nll_ratio']:.2f} / x{b['nll_ratio']:.2f} |"
+        cells = " | ".join(
+            f"{r[k]['fires']:.0%}, {100 * r[k]['refusal_change']:+.0f}, x{r[k]['nll_ratio']:.2f}" for k in sets
         )
+        lines.append(f"| {r['rule']}{mark} | {r['threshold']:.3f} | {r['strength']:+g} | {cells} |")
     lines += ["", f"Wall time: {results['seconds']:.0f} s on a 2-core CPU."]
-    (RESULTS / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 
