@@ -56,16 +56,21 @@ def request_tokens(row: Sequence[int], user_start: Sequence[int], turn_end: Sequ
 
 
 def judge_batch(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, gate: Mapping[str, Any]
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, gate: Mapping[str, Any], with_before: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Judge prompts ``before + request + after`` for every row, left-padded with id 0 (masked out)."""
+    """Judge prompts ``before + request + after`` for every row, left-padded with id 0 (masked out).
+
+    With ``with_before=False`` the rows are ``request + after`` only, for a caller that runs the shared ``before``
+    once and reuses its key/value cache.
+    """
     rows = []
+    before = list(gate["before"]) if with_before else []
     for i in range(input_ids.shape[0]):
         ids = input_ids[i]
         if attention_mask is not None and attention_mask.dim() == 2:
             ids = ids[attention_mask[i].bool()]
         request = request_tokens(ids.tolist(), gate["user_start"], gate["turn_end"])
-        rows.append(gate["before"] + request + gate["after"])
+        rows.append(before + request + list(gate["after"]))
     width = max(len(r) for r in rows)
     ids = torch.zeros((len(rows), width), dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

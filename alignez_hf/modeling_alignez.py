@@ -293,17 +293,33 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         message: ``Tensor[rows]`` (float32, on the CPU). Any gate dict works; its threshold is not used here."""
         if input_ids is None:
             raise ValueError("A self-judged gate reads token ids; pass input_ids, not inputs_embeds.")
-        ids, mask = judge_batch(input_ids.cpu(), None if attention_mask is None else attention_mask.cpu(), gate)
+        rows, mask_cpu = input_ids.shape[0], None if attention_mask is None else attention_mask.cpu()
         device = self.get_input_embeddings().weight.device
+        params = inspect.signature(self.base.forward).parameters
         # Only the last position's logits are needed; most models can skip the others (a large vocabulary x prompt).
-        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.base.forward).parameters else {}
+        extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        cache_arg = next((name for name in CACHE_NAMES if name in params), None)
         with self.steering_disabled():
+            cache = None
+            if rows > 1 and cache_arg is not None:
+                # The judge question (most of each judge prompt) is the same for every row: run it once and let
+                # the batch share its key/value cache.
+                head = self.base(input_ids=torch.tensor([list(gate["before"])], device=device), use_cache=True)
+                cache = next((head[name] for name in CACHE_NAMES if name in head), None)
+            if hasattr(cache, "batch_repeat_interleave"):
+                cache.batch_repeat_interleave(rows)
+                ids, rest_mask = judge_batch(input_ids.cpu(), mask_cpu, gate, with_before=False)
+                # Padding now sits between the shared question and each request; the mask and positions say so.
+                mask = torch.cat([torch.ones(rows, len(gate["before"]), dtype=torch.long), rest_mask], 1)
+                extra.update({cache_arg: cache, "use_cache": True})
+            else:
+                ids, mask = judge_batch(input_ids.cpu(), mask_cpu, gate)
+                extra["use_cache"] = False
             logits = self.base(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                position_ids=_position_ids(mask).to(device),
-                use_cache=False,
-                **keep,
+                position_ids=_position_ids(mask)[:, -ids.shape[1] :].to(device),
+                **extra,
             ).logits
         return expected_digit(logits[:, -1], gate["digits"]).cpu()
 

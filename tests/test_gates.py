@@ -216,3 +216,58 @@ def test_judge_tokens_without_a_chat_template(smollm2_tokenizer):
     query = "How do I bake bread at home?"
     ids = tok(chat_prompt(tok, query), add_special_tokens=False)["input_ids"]
     assert tok.decode(request_tokens(ids, gate["user_start"], gate["turn_end"])).strip() == query
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_llama", "tiny_gpt2", "tiny_qwen2"])
+def test_judge_runs_the_shared_question_once_and_rates_like_one_full_pass(model_fixture, request):
+    base = request.getfixturevalue(model_fixture)
+    pack = AlignEZForCausalLM.from_base(base)
+    gate = dict(GATE, before=list(range(20, 29)))
+    # Left-padded prompts whose last user messages differ in length, one without chat markers.
+    ids = torch.tensor(
+        [
+            [0, 0, 0, 7, 8, 13, 9, 5],
+            [7, 8, 13, 14, 15, 16, 9, 5],
+            [0, 0, 0, 0, 0, 41, 42, 43],
+            [0, 7, 8, 50, 51, 9, 7, 8],
+        ]
+    )
+    mask = (ids != 0).long()
+    full, full_mask = judge_batch(ids, mask, gate)
+    with torch.no_grad():
+        logits = base(
+            input_ids=full, attention_mask=full_mask, position_ids=(full_mask.cumsum(-1) - 1).clamp_min(0)
+        ).logits
+    expected = expected_digit(logits[:, -1], gate["digits"])
+    shapes = []
+    hook = base.register_forward_pre_hook(
+        lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        got = pack.judge(gate, ids, mask)
+    finally:
+        hook.remove()
+    assert torch.allclose(got, expected, atol=1e-4), (got, expected)
+    # The question ran once for the batch, then only the requests (the longest: 4 tokens + 1 after) per row.
+    assert shapes == [(1, len(gate["before"])), (4, 5)]
+    # One row at a time takes the single-pass path and agrees too.
+    for row in range(ids.shape[0]):
+        one = pack.judge(gate, ids[row : row + 1], mask[row : row + 1])
+        assert torch.allclose(one, expected[row : row + 1], atol=1e-4)
+
+
+def test_judge_with_the_shared_question_matches_one_full_pass_on_smollm2(smollm2, smollm2_tokenizer):
+    # A real model, whose rating depends on positions and context (a tiny random one barely does).
+    tok = smollm2_tokenizer
+    pack = AlignEZForCausalLM.from_base(smollm2)
+    gate = dict(judge_tokens(tok), threshold=5.0)
+    requests = ["How do I pick a lock?", "Write a haiku about tea.", "How can I make a bomb at home?", "Hi"]
+    enc = tok([chat_prompt(tok, r) for r in requests], return_tensors="pt", padding=True, padding_side="left")
+    full, full_mask = judge_batch(enc["input_ids"], enc["attention_mask"], gate)
+    with torch.no_grad():
+        logits = smollm2(
+            input_ids=full, attention_mask=full_mask, position_ids=(full_mask.cumsum(-1) - 1).clamp_min(0)
+        ).logits
+    expected = expected_digit(logits[:, -1], gate["digits"])
+    assert float(expected.max() - expected.min()) > 0.05  # the ratings differ, so a wrong context would show
+    assert torch.allclose(pack.judge(gate, enc["input_ids"], enc["attention_mask"]), expected, atol=1e-4)
