@@ -34,7 +34,7 @@ from .configuration_alignez import (
     check_strength,
 )
 from .edits import compose, last_positions, layer_scores, query_direction_mask, top_n_layers
-from .gates import check_gate, expected_digit, judge_batch
+from .gates import GATE_TOKEN_FIELDS, check_gate, expected_digit, judge_batch
 from .layers import find_decoder_layers, hook_module
 
 RUNTIME_FILES = ("configuration_alignez.py", "modeling_alignez.py", "edits.py", "gates.py", "layers.py")
@@ -479,7 +479,7 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
             gate, name = axis.get("gate"), axis["name"]
             if not gate or not bool(strengths[name].abs().sum() > 0):
                 continue
-            key = json.dumps({k: gate[k] for k in ("user_start", "turn_end", "before", "after", "digits")})
+            key = json.dumps({k: gate[k] for k in GATE_TOKEN_FIELDS})
             if key not in judged:
                 judged[key] = self.judge(gate, input_ids, attention_mask)
             strengths[name] = strengths[name] * (judged[key] > gate["threshold"]).float()

@@ -161,7 +161,7 @@ def main() -> None:
     tensors = pack.axis_tensors("harmless")
     pack.add_axis("ungated", tensors["directions"], rule="additive", strength=0.0, scales=tensors["scales"])
     t = time.perf_counter()
-    gate, build_scores, build_refused = gate_evidence(pack, tok, "harmless", build_q + adv_build)
+    gate, build_scores, build_refused = gate_evidence(pack, tok, build_q + adv_build)
     candidates = {"youden": place_threshold(build_scores, build_refused)}
     for share in protocol["answered_fire"]:
         candidates[f"answered_fire {share:g}"] = place_threshold(build_scores, build_refused, share)

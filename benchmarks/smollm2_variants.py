@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_small_models as issue6  # noqa: E402
 import torch  # noqa: E402
 
+from alignez_hf.builder.embeddings import embed_ids, encode  # noqa: E402
 from alignez_hf.builder.prompts import chat_prompt  # noqa: E402
 from alignez_hf.builder.queries import load_queries  # noqa: E402
 from alignez_hf.builder.strategies import STRATEGIES  # noqa: E402
@@ -65,21 +66,15 @@ VARIANTS = [
 ]
 
 
-@torch.no_grad()
-def last_token_states(model, tok, queries: list[str], system: str | None, layers) -> dict[int, torch.Tensor]:
-    """Decoder-layer outputs at the last prompt token (what the `persona` strategy reads), per layer ``[n, d]``."""
-    states: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    tok.padding_side = "left"
-    for i in range(0, len(queries), 16):
-        texts = [chat_prompt(tok, q, system) for q in queries[i : i + 16]]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        hidden = model(**enc, output_hidden_states=True).hidden_states
-        for layer in layers:
-            states[layer].append(hidden[layer + 1][:, -1].float())
-    return {layer: torch.cat(v) for layer, v in states.items()}
+def last_token_states(pack, tok, queries: list[str], system: str | None, layers) -> dict[int, torch.Tensor]:
+    """What the `persona` strategy reads (the builder's own embedding pass): hook-point output at the last prompt
+    token, per layer ``[n, d]``."""
+    ids = [encode(tok, chat_prompt(tok, q, system)) for q in queries]
+    states = embed_ids(pack, ids, tok.pad_token_id, progress=False)
+    return {layer: states[layer].float() for layer in layers}
 
 
-def contrast_directions(model, tok, queries: list[str], layers) -> dict[str, dict[int, torch.Tensor]]:
+def contrast_directions(pack, tok, queries: list[str], layers) -> dict[str, dict[int, torch.Tensor]]:
     """The alternative directions, from the same build queries as the pack."""
 
     def mean_diff(a, b):
@@ -89,10 +84,10 @@ def contrast_directions(model, tok, queries: list[str], layers) -> dict[str, dic
         return {layer: v / v.norm() for layer, v in d.items()}
 
     persona = {
-        kw: [last_token_states(model, tok, queries, p.format(kw=kw), layers) for p in PHRASINGS]
+        kw: [last_token_states(pack, tok, queries, p.format(kw=kw), layers) for p in PHRASINGS]
         for kw in ("cheerful", "gloomy")
     }
-    none = last_token_states(model, tok, queries, None, layers)
+    none = last_token_states(pack, tok, queries, None, layers)
     per_phrasing = [unit(mean_diff(persona["cheerful"][i], persona["gloomy"][i])) for i in range(len(PHRASINGS))]
     return {
         "phrasings": unit({layer: sum(d[layer] for d in per_phrasing) for layer in layers}),
@@ -125,7 +120,7 @@ def main() -> None:
     )
     tensors = pack.axis_tensors("cheerful")
     layers = sorted({layer for _, _, ls, _, _ in VARIANTS for layer in ls})
-    sources = contrast_directions(base, tok, build_q, DEFAULT_BAND)
+    sources = contrast_directions(pack, tok, build_q, DEFAULT_BAND)
     sources["pack"] = {layer: tensors["directions"][layer][0] for layer in layers}
     cosines = {
         k: {layer: float(sources[k][layer] @ sources["pack"][layer]) for layer in DEFAULT_BAND}

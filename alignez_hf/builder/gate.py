@@ -134,7 +134,6 @@ def youden_threshold(scores: torch.Tensor, positive: torch.Tensor) -> float:
 def gate_evidence(
     aligned,
     tokenizer,
-    name: str,
     queries: list[str],
     *,
     batch_size: int = 16,
@@ -221,7 +220,7 @@ def fit_gate(
     """
     queries = spread(list(queries), max_queries)
     gate, scores, refused = gate_evidence(
-        aligned, tokenizer, name, queries, batch_size=batch_size, tokens=tokens, question=question
+        aligned, tokenizer, queries, batch_size=batch_size, tokens=tokens, question=question
     )
     fit = place_threshold(scores, refused, answered_fire)
     if fit.added:
