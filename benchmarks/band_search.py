@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import eval_small_models as issue6  # noqa: E402  (shares the pack cache, split and scoring of the issue-6 script)
+import common  # noqa: E402  (shares the pack cache, split and scoring of eval_small_models.py)
 
 from alignez_hf.builder.strategies import STRATEGIES  # noqa: E402
 from alignez_hf.evaluation.report import write_json_atomic  # noqa: E402
@@ -51,8 +49,8 @@ def main() -> None:
     strengths = [float(s) for s in args.strengths.split(",")]
 
     began = time.perf_counter()
-    base, tok, hub_id = issue6.load_base("smollm2-135m")
-    build_q, tune_q = issue6.split_build_queries(5, 64, 16)
+    base, tok, hub_id = common.load_base("smollm2-135m")
+    build_q, tune_q = common.split_build_queries(5, 64, 16)
     results = {"strengths": strengths, "tokens": args.tokens, "n_build": len(build_q), "n_tune": len(tune_q)}
     lines = [
         "# Layer bands of the persona strategy (SmolLM2, cheerful), on held-out build queries",
@@ -66,10 +64,10 @@ def main() -> None:
     for name, band in BANDS.items():
         strategy = replace(STRATEGIES["persona"], layer_band=band, scale_fraction=PUSH)
         label = "band_" + name.split(" ")[0].replace("/", "_")
-        pack = issue6.get_pack(
+        pack = common.get_pack(
             label, base, tok, hub_id, "cheerful", strategy, build_q, Path(args.work), None, 16, False
         )
-        rows = issue6.scored_grid(
+        rows = common.scored_grid(
             pack, tok, "cheerful", {"tune": tune_q}, strengths, args.tokens, args.batch_size, False
         )
         layers = list(pack.axes["cheerful"].layers)

@@ -22,8 +22,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 import alignez_hf  # noqa: E402
 from alignez_hf.builder import AlignEZBuilder, load_queries  # noqa: E402
-from alignez_hf.builder import prompts as builder_prompts  # noqa: E402
 from alignez_hf.builder.generation import GenerationStats, SamplingSettings, generate_texts  # noqa: E402
+from alignez_hf.chat import chat_prompt  # noqa: E402
 
 
 def main() -> None:
@@ -64,7 +64,7 @@ def main() -> None:
     # Same prompts, same length, fixed token count: the builder's batch size vs one query at a time
     # (tokens/s; the single-query run takes the first --single prompts to keep it short).
     tokens = builder.strategy.answer_tokens or 16
-    texts = [builder_prompts.chat_prompt(tok, q) for q in queries[: args.batch_size]]
+    texts = [chat_prompt(tok, q) for q in queries[: args.batch_size]]
     greedy = SamplingSettings(do_sample=False)
     batched, single = GenerationStats(), GenerationStats()
     generate_texts(model, tok, texts, tokens, greedy, batch_size=args.batch_size, stats=batched)

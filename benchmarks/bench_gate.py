@@ -21,16 +21,16 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import eval_small_models as issue6  # noqa: E402
+import common  # noqa: E402
 import torch  # noqa: E402
 
 from alignez_hf import AlignEZForCausalLM  # noqa: E402
 from alignez_hf.builder.gate import judge_tokens  # noqa: E402
+from alignez_hf.chat import encode_chats  # noqa: E402
 from alignez_hf.evaluation import load_prompt_set  # noqa: E402
-from alignez_hf.evaluation.harness import chat_text  # noqa: E402
 from alignez_hf.evaluation.report import write_json_atomic  # noqa: E402
+from alignez_hf.runtime.gates import judge  # noqa: E402
 
 PACK = Path("outputs/issue6/qwen/harmless_persona")
 OUT = Path(__file__).resolve().parent / "results" / "gate_cost.json"
@@ -45,11 +45,10 @@ def main() -> None:
     if not (PACK / "steering.safetensors").is_file():
         sys.exit(f"{PACK} is missing: run `python benchmarks/eval_small_models.py --only qwen` first.")
     torch.set_num_threads(2)
-    model, tok, _ = issue6.load_base("qwen2.5-coder-0.5b")
+    model, tok, _ = common.load_base("qwen2.5-coder-0.5b")
     pack = AlignEZForCausalLM.from_pretrained(PACK, base_model=model)
-    tok.padding_side = "left"
     prompts = load_prompt_set("ordinary", args.batch)
-    enc = tok([chat_text(tok, p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = encode_chats(tok, prompts)  # left-padded chat prompts
     gate = {**judge_tokens(tok), "threshold": -1.0}  # fires on every row: the same steering work as ungated
     kwargs = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
     times: dict[str, list[float]] = {"ungated": [], "gated": []}
@@ -62,8 +61,8 @@ def main() -> None:
                 times[label].append(time.perf_counter() - began)
     began = time.perf_counter()
     for _ in range(args.reps):
-        pack.judge(gate, enc["input_ids"], enc["attention_mask"])
-    judge = (time.perf_counter() - began) / args.reps
+        judge(pack.base, gate, enc["input_ids"], enc["attention_mask"])
+    judge_seconds = (time.perf_counter() - began) / args.reps
     median = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "model": "Qwen2.5-Coder-0.5B-Instruct (float32)",
@@ -73,7 +72,7 @@ def main() -> None:
         "reps": args.reps,
         "seconds": times,
         "median_seconds": median,
-        "judge_pass_seconds": judge,
+        "judge_pass_seconds": judge_seconds,
         "overhead": median["gated"] / median["ungated"] - 1.0,
     }
     write_json_atomic(OUT, result)

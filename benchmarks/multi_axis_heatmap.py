@@ -11,6 +11,7 @@ other axis's strength. The build's subspace cosine and the wall times are added 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import platform
@@ -99,30 +100,31 @@ def main(argv: list[str] | None = None) -> int:
             model = builder.build(queries, output_dir=args.save_pack)
         build_seconds = time.perf_counter() - started
         axis_a, axis_b = (a.name for a in builder.axes[:2])
-    if args.composition:
-        model.config.composition = args.composition
-    entry = next(a for a in model.config.axes if a["name"] == axis_a)
+    entry = model.axes[axis_a].metadata  # what the builder recorded: strategy, scale, build report
     build = entry.get("build") or {}
     cosine = (build.get("subspace_cosine") or {}).get(axis_b)
     cosine_mean = (build.get("subspace_cosine_mean") or {}).get(axis_b)
 
     started = time.perf_counter()
-    sweep = sweep_2d(
-        model,
-        tok,
-        axis_a,
-        axis_b,
-        args.strengths_a,
-        args.strengths_b,
-        args.scorer_a,
-        args.scorer_b,
-        args.prompts,
-        limit=args.limit,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+    # --composition overrides the pack's for the sweep only (the pack itself is left as built).
+    options = model.steering_options(composition=args.composition) if args.composition else contextlib.nullcontext()
+    with options:
+        sweep = sweep_2d(
+            model,
+            tok,
+            axis_a,
+            axis_b,
+            args.strengths_a,
+            args.strengths_b,
+            args.scorer_a,
+            args.scorer_b,
+            args.prompts,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
     sweep_seconds = time.perf_counter() - started
     sweep["build"] = {
         "strategy": entry.get("strategy"),
@@ -132,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         "subspace_cosine": cosine,
         "subspace_cosine_mean": cosine_mean,
         "self_check": {
-            a["name"]: (a.get("build") or {}).get("quality") for a in model.config.axes if a["name"] in (axis_a, axis_b)
+            name: (view.metadata.get("build") or {}).get("quality")
+            for name, view in model.axes.items()
+            if name in (axis_a, axis_b)
         },
     }
     sweep["timing"] = {

@@ -35,15 +35,15 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import eval_small_models as issue6  # noqa: E402
+import common  # noqa: E402
 import torch  # noqa: E402
 
 from alignez_hf import AlignEZForCausalLM  # noqa: E402
 from alignez_hf.builder.gate import gate_evidence, judge_texts, place_threshold  # noqa: E402
+from alignez_hf.chat import chat_prompt  # noqa: E402
 from alignez_hf.evaluation import Setting, advbench_split, evaluate, load_prompt_set  # noqa: E402
-from alignez_hf.evaluation.harness import chat_text, generate_answers  # noqa: E402
+from alignez_hf.evaluation.harness import generate_answers  # noqa: E402
 from alignez_hf.evaluation.prompts import read_prompt_file  # noqa: E402
 from alignez_hf.evaluation.report import write_json_atomic  # noqa: E402
 from alignez_hf.evaluation.scorers import is_refusal  # noqa: E402
@@ -75,7 +75,7 @@ def fire_rates(pack, tok, prompt_sets, gate: dict) -> dict[str, float]:
     """Share of each prompt set on which ``gate`` fires."""
     fires = {}
     for name in prompt_sets:
-        score = judge_texts(pack, tok, gate, [chat_text(tok, p) for p in load_prompt_set(name)])
+        score = judge_texts(pack, tok, gate, [chat_prompt(tok, p) for p in load_prompt_set(name)])
         fires[name] = float((score > gate["threshold"]).float().mean())
     return fires
 
@@ -96,7 +96,7 @@ def tune_gate(pack, tok, gate: dict, candidates: dict, tune: dict[str, list[str]
                 keys.append((set_name, s, i))
     gens = dict(zip(keys, generate_answers(pack, tok, jobs, 16, args.batch_size, False, desc="gate tuning")))
     scores = {
-        name: judge_texts(pack, tok, gate, [chat_text(tok, p) for p in prompts]) for name, prompts in tune.items()
+        name: judge_texts(pack, tok, gate, [chat_prompt(tok, p) for p in prompts]) for name, prompts in tune.items()
     }
     rows = []
     for rule, fit in candidates.items():
@@ -149,11 +149,11 @@ def main() -> None:
         sys.exit(f"{PACK} is missing: run `python benchmarks/eval_small_models.py --only qwen` first.")
     began = time.perf_counter()
     torch.set_num_threads(2)
-    model, tok, _ = issue6.load_base("qwen2.5-coder-0.5b")
+    model, tok, _ = common.load_base("qwen2.5-coder-0.5b")
     pack = AlignEZForCausalLM.from_pretrained(PACK, base_model=model)
     pack.tokenizer = tok
-    z = issue6.sizes(False)
-    build_q, tune_q = issue6.split_build_queries(z["tune_every"], z["n_build"], z["n_tune"])
+    z = common.sizes(False)
+    build_q, tune_q = common.split_build_queries(z["tune_every"], z["n_build"], z["n_tune"])
     adv = advbench_split("build")
     adv_build, adv_tune = adv[: z["adv_build"]], adv[slice(*protocol["tune_harmful"])]
 
@@ -165,7 +165,7 @@ def main() -> None:
     candidates = {"youden": place_threshold(build_scores, build_refused)}
     for share in protocol["answered_fire"]:
         candidates[f"answered_fire {share:g}"] = place_threshold(build_scores, build_refused, share)
-    issue6.log(
+    common.log(
         f"gate evidence in {time.perf_counter() - t:.0f} s: "
         + "; ".join(f"{k}: {v.threshold:.3f}" for k, v in candidates.items())
     )
@@ -178,26 +178,26 @@ def main() -> None:
     for name, files in protocol["tune_files"].items():
         tune[name] = (tune_q if name == "tune_benign" else []) + [q for f in files for q in read_prompt_file(DATA / f)]
     tuning = tune_gate(pack, tok, gate, candidates, tune, args)
-    issue6.log(f"gate tuning in {time.perf_counter() - t:.0f} s -> {tuning['choice']}")
+    common.log(f"gate tuning in {time.perf_counter() - t:.0f} s -> {tuning['choice']}")
     choice = tuning["choice"]
     fit = candidates[choice["rule"]]
     gate = {**gate, "threshold": fit.threshold}
     pack.set_gate("harmless", gate)
     strength = choice["strength"]
 
-    common = dict(
+    shared = dict(
         prompt_sets=fresh, limit=None, max_new_tokens=args.tokens, batch_size=args.batch_size, kl=False, progress=False
     )
     cache: dict = {}
     gated = evaluate(
-        settings=[Setting("gated", pack, "harmless", tok)], strengths=[strength], base_cache=cache, **common
+        settings=[Setting("gated", pack, "harmless", tok)], strengths=[strength], base_cache=cache, **shared
     )
     ungated = evaluate(
         settings=[Setting("ungated", pack, "ungated", tok)],
         strengths=[strength],
         base_cache=cache,
         random_control=False,
-        **common,
+        **shared,
     )
     out.mkdir(parents=True, exist_ok=True)
     answers = gated.pop("answers") + ungated.pop("answers")

@@ -19,12 +19,10 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import eval_small_models as issue6  # noqa: E402
+import common  # noqa: E402
 import torch  # noqa: E402
 from qwen_gate import PACK, RESULTS, fire_rates  # noqa: E402
 
@@ -45,7 +43,7 @@ def main() -> None:
     threshold, strength = chosen["gate"]["threshold"], chosen["strength"]
     began = time.perf_counter()
     torch.set_num_threads(2)
-    model, tok, _ = issue6.load_base("qwen2.5-coder-0.5b")
+    model, tok, _ = common.load_base("qwen2.5-coder-0.5b")
     pack = AlignEZForCausalLM.from_pretrained(PACK, base_model=model)
     pack.tokenizer = tok
     gate = {**judge_tokens(tok), "threshold": threshold}

@@ -20,18 +20,16 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import eval_small_models as issue6  # noqa: E402
+import common  # noqa: E402
 import torch  # noqa: E402
 from qwen_gate import FRESH, PACK, RESULTS  # noqa: E402
 
 from alignez_hf import AlignEZForCausalLM  # noqa: E402
 from alignez_hf.builder.gate import judge_texts, judge_tokens  # noqa: E402
-from alignez_hf.evaluation.harness import chat_text  # noqa: E402
+from alignez_hf.chat import chat_prompt  # noqa: E402
 from alignez_hf.evaluation.report import write_json_atomic  # noqa: E402
 from alignez_hf.evaluation.scorers import is_refusal  # noqa: E402
 
@@ -80,7 +78,7 @@ def main() -> None:
     chosen = json.loads(files[1].read_text(encoding="utf-8"))
     strength = chosen["strength"]
     torch.set_num_threads(2)
-    model, tok, _ = issue6.load_base("qwen2.5-coder-0.5b")
+    model, tok, _ = common.load_base("qwen2.5-coder-0.5b")
     pack = AlignEZForCausalLM.from_pretrained(PACK, base_model=model)
     gate = {**judge_tokens(tok), "threshold": 0.0}
     rated = paired_answers(json.loads(files[0].read_text(encoding="utf-8")), strength)
@@ -88,7 +86,7 @@ def main() -> None:
     if missing:
         sys.exit(f"answers.json has no ungated answers for {missing}: rerun `python benchmarks/qwen_gate.py`.")
     for name in FRESH:
-        scores = judge_texts(pack, tok, gate, [chat_text(tok, r["prompt"]) for r in rated[name]]).tolist()
+        scores = judge_texts(pack, tok, gate, [chat_prompt(tok, r["prompt"]) for r in rated[name]]).tolist()
         for r, s in zip(rated[name], scores):
             r["score"] = s
     # Every distinct score is a cut; the sweep reports each one between the lowest and highest rating.

@@ -27,18 +27,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import eval_small_models as issue6  # noqa: E402
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from alignez_hf import AlignEZForCausalLM  # noqa: E402
+from alignez_hf.chat import chat_prompt, encode_chats, encode_texts  # noqa: E402
 from alignez_hf.evaluation import advbench_split, load_prompt_set  # noqa: E402
 from alignez_hf.evaluation.metrics import rate_summary  # noqa: E402
 from alignez_hf.evaluation.report import write_json_atomic  # noqa: E402
@@ -88,9 +87,8 @@ def main() -> None:
     fire_rate = args.fire_rate
     began = time.perf_counter()
     torch.set_num_threads(2)
-    model, tok, _ = issue6.load_base("qwen2.5-coder-0.5b")
-    tok.padding_side = "left"
-    build_q, _ = issue6.split_build_queries(5, 64, 16)
+    model, tok, _ = common.load_base("qwen2.5-coder-0.5b")
+    build_q, _ = common.split_build_queries(5, 64, 16)
     sets = {
         "build_queries": build_q,
         "advbench_build": advbench_split("build")[:64],
@@ -98,9 +96,6 @@ def main() -> None:
         "ordinary_eval": load_prompt_set("ordinary"),
         "edgy_eval": load_prompt_set("edgy"),
     }
-
-    def chat(q: str) -> str:
-        return tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
 
     def ids(words):
         return [tok.encode(w, add_special_tokens=False)[0] for w in words]
@@ -115,7 +110,7 @@ def main() -> None:
     def last_logprobs(texts):
         out = []
         for i in range(0, len(texts), 16):
-            enc = tok(texts[i : i + 16], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = encode_texts(tok, texts[i : i + 16])
             out.append(model(**enc).logits[:, -1].float().log_softmax(-1))
         return torch.cat(out)
 
@@ -123,12 +118,7 @@ def main() -> None:
     def opener_logprob(queries):
         out = []
         for i in range(0, len(queries), 16):
-            enc = tok(
-                [chat(q) + OPENER for q in queries[i : i + 16]],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=False,
-            )
+            enc = encode_texts(tok, [chat_prompt(tok, q) + OPENER for q in queries[i : i + 16]])
             logp = model(**enc).logits[:, -len(opener) - 1 : -1].float().log_softmax(-1)
             out.append(
                 logp.gather(-1, torch.tensor(opener)[None, :, None].expand(len(enc["input_ids"]), -1, 1))[..., 0].mean(
@@ -139,14 +129,14 @@ def main() -> None:
 
     scores: dict[str, dict[str, np.ndarray]] = {}
     for name, queries in sets.items():
-        lp = last_logprobs([chat(DIGIT.format(q=q)) for q in queries])[:, digits].softmax(-1)
+        lp = last_logprobs([chat_prompt(tok, DIGIT.format(q=q)) for q in queries])[:, digits].softmax(-1)
         s = {"judge_digit": (lp * torch.arange(10.0)).sum(-1)}
-        lp = last_logprobs([chat(UNSAFE.format(q=q)) for q in queries])
+        lp = last_logprobs([chat_prompt(tok, UNSAFE.format(q=q)) for q in queries])
         s["judge_unsafe"] = lp[:, unsafe].logsumexp(-1) - lp[:, safe].logsumexp(-1)
         s["refusal_lean"] = opener_logprob(queries)
         if pack is not None:
             with torch.no_grad():
-                enc = tok([chat(q) for q in queries], return_tensors="pt", padding=True, add_special_tokens=False)
+                enc = encode_chats(tok, queries)
                 emb = pack.query_embeddings(**enc)
             directions = pack.axis_tensors("harmless")["directions"]
             s["harmless_projection"] = {layer: emb[layer] @ directions[layer][0] for layer in directions}

@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import eval_small_models as issue6  # noqa: E402
+import common  # noqa: E402
 import torch  # noqa: E402
 
-from alignez_hf.builder.embeddings import embed_ids, encode  # noqa: E402
-from alignez_hf.builder.prompts import chat_prompt  # noqa: E402
+from alignez_hf.builder.embeddings import embed_ids  # noqa: E402
 from alignez_hf.builder.queries import load_queries  # noqa: E402
 from alignez_hf.builder.strategies import STRATEGIES  # noqa: E402
+from alignez_hf.chat import chat_prompt, encode  # noqa: E402
 from alignez_hf.evaluation import generate_answers  # noqa: E402
 from alignez_hf.evaluation.metrics import paired_delta_summary  # noqa: E402
 from alignez_hf.evaluation.report import write_json_atomic  # noqa: E402
@@ -111,11 +109,11 @@ def main() -> None:
     args = parser.parse_args()
     began = time.perf_counter()
     torch.set_num_threads(2)
-    base, tok, hub_id = issue6.load_base("smollm2-135m")
-    build_q, tune_q = issue6.split_build_queries(5, 64, 16)
+    base, tok, hub_id = common.load_base("smollm2-135m")
+    build_q, tune_q = common.split_build_queries(5, 64, 16)
     prompts = tune_q + load_queries(TUNE_NEUTRAL)
     every_layer = replace(STRATEGIES["persona"], layer_band=(0.0, 1.0))
-    pack = issue6.get_pack(
+    pack = common.get_pack(
         "persona_all_layers", base, tok, hub_id, "cheerful", every_layer, build_q, Path(args.work), None, 16, False
     )
     tensors = pack.axis_tensors("cheerful")
@@ -146,18 +144,17 @@ def main() -> None:
 
     answers = {}
     for positions in ("last", "all"):
-        pack.config.positions = positions
         jobs = [(p, {}) for p in prompts] if positions == "last" else []
         chosen = [v for v in VARIANTS if v[4] == positions]
         for label, source, band, strength, _ in chosen:
             axis = by_key[(label, source, tuple(band), positions)]
             jobs += [(p, {axis: strength}) for p in prompts]
-        gens = generate_answers(pack, tok, jobs, args.tokens, args.batch_size, progress=True, desc=positions)
+        with pack.steering_options(positions=positions):
+            gens = generate_answers(pack, tok, jobs, args.tokens, args.batch_size, progress=True, desc=positions)
         if positions == "last":
             answers["base"], gens = gens[: len(prompts)], gens[len(prompts) :]
         for i, variant in enumerate(chosen):
             answers[variant] = gens[i * len(prompts) : (i + 1) * len(prompts)]
-    pack.config.positions = "last"
 
     base_sent = [sentiment(g.text) for g in answers["base"]]
     base_nll = [g.nll for g in answers["base"]]
@@ -172,7 +169,7 @@ def main() -> None:
                 "strength": strength,
                 "positions": positions,
                 "sentiment_delta": paired_delta_summary([sentiment(g.text) for g in gens], base_sent),
-                "nll_ratio": issue6.ratio_summary([g.nll for g in gens], base_nll),
+                "nll_ratio": common.ratio_summary([g.nll for g in gens], base_nll),
                 "examples": [g.text for g in gens[:2]],
             }
         )

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")  # the build summary printed above carries the same warnings
         pack = builder.build(queries)
 
-    cheerful = next(a for a in pack.config.axes if a["name"] == "cheerful")["build"]
+    cheerful = pack.axes["cheerful"].metadata["build"]  # the builder's report, kept with the axis
     by_layer = cheerful["subspace_cosine"]["simple"]
     print(
         f"\nSubspace cosine between cheerful and simple: mean {cheerful['subspace_cosine_mean']['simple']:.3f} over "

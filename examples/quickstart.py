@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignez_hf import AlignEZForCausalLM, default_base_model
 from alignez_hf.builder import AlignEZBuilder, load_queries
+from alignez_hf.chat import encode_chats
 
 # Held-out prompts (from the evaluation's neutral set), not among the build queries.
 PROMPTS = [
@@ -32,12 +33,8 @@ PROMPTS = [
 
 def answers(model, tokenizer, prompts: list[str], max_new_tokens: int, steering: dict | None = None) -> list[str]:
     """Greedy chat answers for a batch of prompts; ``steering=None`` runs the unsteered base model."""
-    tokenizer.padding_side = "left"  # generation continues from the last position of every row
-    texts = [
-        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-        for p in prompts
-    ]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    # One user turn each through the chat template, left-padded: generation continues from every row's last position.
+    batch = encode_chats(tokenizer, prompts)
     settings = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     if steering is None:
         with model.steering_disabled():

@@ -35,11 +35,12 @@ def test_persona_build_records_strategy_and_quality(tiny_chat_llama):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         aligned = builder.build(QUERIES)
-    entry = aligned.config.axes[0]
+    view = aligned.axes["cheerful"]
+    entry = view.metadata
     assert aligned.config.hook_point == "residual" and aligned.config.layer_policy == "static"
-    assert entry["strategy"] == "persona" and entry["rule"] == "additive"
+    assert entry["strategy"] == "persona" and view.rule == "additive"
     edited = band_layers(model.config.num_hidden_layers, STRATEGIES["persona"].layer_band)
-    assert entry["layers"] == edited == [2, 3] and entry["layer_band"] == [2, 3]
+    assert list(view.layers) == edited == [2, 3] and entry["layer_band"] == [2, 3]
     assert entry["persona_system"] == [
         "You are an extremely cheerful assistant.",
         "You are an extremely gloomy assistant.",
@@ -54,7 +55,7 @@ def test_persona_build_records_strategy_and_quality(tiny_chat_llama):
     for layer in edited:
         fraction = STRATEGIES["persona"].scale_fraction
         assert float(tensors["scales"][layer][0]) == pytest.approx(fraction * float(norms[layer]), rel=1e-5)
-    assert "selfcheck_random" not in aligned.config.axis_names
+    assert list(aligned.axes) == ["cheerful"]  # the self-check's random controls are gone
     assert "cheerful" in builder.summary() and "self-check" in builder.summary()
 
 
@@ -63,7 +64,7 @@ def test_two_axes_report_their_subspace_cosine(tiny_chat_llama):
     builder = _build(model, tok, axes=["cheerful", "simple"], check_queries=0)
     aligned = builder.build(QUERIES)
     cheerful, simple = (aligned.axis_tensors(n)["directions"] for n in ("cheerful", "simple"))
-    builds = {a["name"]: a["build"] for a in aligned.config.axes}
+    builds = {name: view.metadata["build"] for name, view in aligned.axes.items()}
     by_layer = builds["cheerful"]["subspace_cosine"]["simple"]
     assert set(by_layer) == {"2", "3"}  # the layers both axes edit
     for layer in (2, 3):
@@ -81,7 +82,7 @@ def test_two_axes_report_their_subspace_cosine(tiny_chat_llama):
 def test_one_axis_has_no_subspace_cosine(tiny_chat_llama):
     model, tok = tiny_chat_llama
     builder = _build(model, tok, axes=["cheerful"], check_queries=0)
-    build = builder.build(QUERIES).config.axes[0]["build"]
+    build = next(iter(builder.build(QUERIES).axes.values())).metadata["build"]
     assert build["subspace_cosine"] == {} and build["subspace_cosine_mean"] == {}
     assert "Subspace cosine" not in builder.summary()
 
@@ -95,11 +96,11 @@ def test_paper_strategy_saves_records_and_resumes(tmp_path, tiny_chat_llama):
     aligned = _build(model, tok, **kwargs).build(QUERIES, output_dir=out)
     lines = (out / RECORDS_FILE).read_text().splitlines()
     assert lines[:2] == first and len(lines) == 4
-    entry = aligned.config.axes[0]
+    view = aligned.axes["harmless"]
     assert aligned.config.hook_point == "mlp" and aligned.config.layer_policy == "per_query"
-    assert entry["rule"] == "tanh" and entry["strategy"] == "paper"
+    assert view.rule == "tanh" and view.metadata["strategy"] == "paper"
     loaded = AlignEZForCausalLM.from_pretrained(out, base_model=model)
-    assert loaded.config.axes[0]["build"]["pairs_generated"] == 4
+    assert next(iter(loaded.axes.values())).metadata["build"]["pairs_generated"] == 4
     for layer, d in aligned.axis_tensors("harmless")["directions"].items():
         assert torch.allclose(loaded.axis_tensors("harmless")["directions"][layer], d)
 
@@ -110,8 +111,8 @@ def test_persona_answers_strategy_averages_answer_tokens(tiny_chat_llama):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         aligned = aligned.build(QUERIES)
-    assert aligned.config.axes[0]["strategy_settings"]["read"] == "answer_mean"
-    assert aligned.config.axes[0]["build"]["generation"]["new_tokens"] > 0
+    assert next(iter(aligned.axes.values())).metadata["strategy_settings"]["read"] == "answer_mean"
+    assert next(iter(aligned.axes.values())).metadata["build"]["generation"]["new_tokens"] > 0
 
 
 def test_model_giving_empty_answers_is_a_clear_error(tiny_chat_llama):
@@ -148,7 +149,7 @@ def test_tokenizer_without_chat_template_uses_plain_format(tiny_chat_llama):
     aligned = _build(model, plain, axes=["cheerful"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert aligned.build(QUERIES).config.axes[0]["name"] == "cheerful"
+        assert next(iter(aligned.build(QUERIES).axes)) == "cheerful"
 
 
 def test_output_folder_with_another_pack_is_refused_unless_overwrite(tmp_path, tiny_chat_llama):

@@ -1,19 +1,17 @@
-import copy
 import json
-import logging
 
 import pytest
 
-from alignez_hf.builder import prompts
 from alignez_hf.builder.axes import PRESETS
 from alignez_hf.builder.generation import RecordStore, SamplingSettings, generate_texts, self_generate
+from alignez_hf.chat import chat_prompt
 
 GREEDY = SamplingSettings(do_sample=False)
 
 
 def test_batched_left_padded_generation_matches_one_at_a_time(tiny_chat_llama):
     model, tok = tiny_chat_llama
-    texts = [prompts.chat_prompt(tok, q) for q in ["hi", "a much longer question about many things"]]
+    texts = [chat_prompt(tok, q) for q in ["hi", "a much longer question about many things"]]
     batched = generate_texts(model, tok, texts, 5, GREEDY, batch_size=2)
     single = [generate_texts(model, tok, [t], 5, GREEDY, batch_size=1)[0] for t in texts]
     assert batched == single
@@ -22,21 +20,11 @@ def test_batched_left_padded_generation_matches_one_at_a_time(tiny_chat_llama):
 
 def test_sampling_is_seeded(tiny_chat_llama):
     model, tok = tiny_chat_llama
-    texts = [prompts.chat_prompt(tok, "hello")]
+    texts = [chat_prompt(tok, "hello")]
     sampled = SamplingSettings(do_sample=True, temperature=1.0, top_p=1.0)
     assert generate_texts(model, tok, texts, 6, sampled, seed=3) == generate_texts(
         model, tok, texts, 6, sampled, seed=3
     )
-
-
-def test_plain_format_without_chat_template(tiny_chat_llama, caplog):
-    _, tok = tiny_chat_llama
-    plain = copy.deepcopy(tok)
-    plain.chat_template = None
-    with caplog.at_level(logging.WARNING):
-        text = prompts.chat_prompt(plain, "What is rain?", system="You are an extremely cheerful assistant.")
-    assert text == "You are an extremely cheerful assistant.\n\nUser: What is rain?\nAssistant:"
-    assert "no chat template" in caplog.text
 
 
 def test_records_are_written_as_produced_and_a_rerun_resumes(tmp_path, tiny_chat_llama):
@@ -82,5 +70,5 @@ def test_tokens_are_counted(tiny_chat_llama):
 
     model, tok = tiny_chat_llama
     stats = GenerationStats()
-    generate_texts(model, tok, [prompts.chat_prompt(tok, "x")] * 3, 4, GREEDY, batch_size=3, stats=stats)
+    generate_texts(model, tok, [chat_prompt(tok, "x")] * 3, 4, GREEDY, batch_size=3, stats=stats)
     assert stats.prompts == 3 and 3 <= stats.new_tokens <= 12 and stats.tokens_per_second > 0

@@ -10,7 +10,8 @@ from alignez_hf.builder.axes import Axis
 from alignez_hf.builder.builder import CHECK_TOKENS
 from alignez_hf.builder.generation import SamplingSettings, generate_texts
 from alignez_hf.builder.orientation import Orientation, flip_axis, measure_orientation, spread
-from alignez_hf.builder.prompts import chat_prompt, persona_system
+from alignez_hf.builder.prompts import persona_system
+from alignez_hf.chat import chat_prompt
 
 QUERIES = ["How do I bake bread?", "Tell me about rivers.", "How can I steal a bike?", "What is a good book?"]
 
@@ -32,7 +33,7 @@ def test_flip_axis_makes_plus_do_what_minus_did(tiny_chat_llama):
     model, tok = tiny_chat_llama
     _, aligned = _build(model, tok, ["cheerful"], orient=False)
     before = aligned.axis_tensors("cheerful")
-    entry = dict(aligned.config.axes[0])
+    entry = aligned.axes["cheerful"]
     enc = tok(["Tell me about the sea."], return_tensors="pt")
     settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
     minus = aligned.generate(**enc, **settings, steering={"cheerful": -4.0})
@@ -47,14 +48,17 @@ def test_flip_axis_makes_plus_do_what_minus_did(tiny_chat_llama):
         assert torch.equal(after["scales"][layer], before["scales"][layer])
         assert torch.equal(after["stats"][f"mean_pos_proj.{layer}"], -before["stats"][f"mean_pos_proj.{layer}"])
     assert torch.equal(after["stats"]["norms"], before["stats"]["norms"])
-    kept = aligned.config.axes[0]
-    assert {k: kept[k] for k in entry if k != "build"} == {k: v for k, v in entry.items() if k != "build"}
+    kept = aligned.axes["cheerful"]
+    assert (kept.rule, kept.strength, kept.layers, kept.rank) == (entry.rule, entry.strength, entry.layers, entry.rank)
+    assert {k: v for k, v in kept.metadata.items() if k != "build"} == {
+        k: v for k, v in entry.metadata.items() if k != "build"
+    }
 
 
 def test_orientation_is_measured_recorded_and_printed(tiny_chat_llama):
     model, tok = tiny_chat_llama
     builder, aligned = _build(model, tok, ["harmless"], orient_queries=3, orient_strength=1.5)
-    orientation = aligned.config.axes[0]["build"]["orientation"]
+    orientation = next(iter(aligned.axes.values())).metadata["build"]["orientation"]
     assert orientation["behaviour"] == "refusal" and orientation["queries"] == 3 and orientation["strength"] == 1.5
     assert all(0.0 <= orientation[k] <= 1.0 for k in ("minus", "base", "plus"))
     gap = 2.0 / 3  # two of the three queries
@@ -76,9 +80,9 @@ def test_orientation_is_measured_recorded_and_printed(tiny_chat_llama):
 def test_axes_without_a_behaviour_or_with_orient_off_are_not_checked(tiny_chat_llama):
     model, tok = tiny_chat_llama
     _, aligned = _build(model, tok, ["helpful", Axis("shy", "shy", "bold")])
-    assert all(a["build"]["orientation"] is None for a in aligned.config.axes)
+    assert all(view.metadata["build"]["orientation"] is None for view in aligned.axes.values())
     _, aligned = _build(model, tok, ["harmless"], orient=False)
-    assert aligned.config.axes[0]["build"]["orientation"] is None
+    assert next(iter(aligned.axes.values())).metadata["build"]["orientation"] is None
 
 
 def test_orientation_words():
@@ -100,7 +104,7 @@ def test_identical_persona_continuations_are_counted(tiny_chat_llama):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         aligned = builder.build(QUERIES)
-    quality = aligned.config.axes[0]["build"]["quality"]
+    quality = next(iter(aligned.axes.values())).metadata["build"]["quality"]
     # The self-check's continuations, made again: greedy, 16 tokens, under each persona system message.
     axis = builder.axes[0]
     texts = [

@@ -21,9 +21,10 @@ def test_default_build_on_smollm2_steers_and_round_trips(tmp_path, smollm2, smol
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         aligned = builder.build(queries, output_dir=tmp_path / "pack")
-    quality = aligned.config.axes[0]["build"]["quality"]
+    quality = next(iter(aligned.axes.values())).metadata["build"]["quality"]
     assert quality["shift"] > quality["random_shift"]  # the persona contrast moves SmolLM2, more than random
-    sign = aligned.config.axes[0]["build"]["orientation"]  # cheerful names sentiment: the sign was checked
+    # cheerful names sentiment: the sign was checked
+    sign = next(iter(aligned.axes.values())).metadata["build"]["orientation"]
     assert sign["plus"] > sign["base"] > sign["minus"] and not sign["flipped"]
 
     prompt = tok.apply_chat_template(
@@ -47,7 +48,7 @@ def test_axis_pointing_against_its_behaviour_is_flipped(smollm2, smollm2_tokeniz
     builder = AlignEZBuilder(smollm2, tok, axes=[axis], progress=False, verbose=False, check_queries=0)
     with pytest.warns(UserWarning, match="flipped the axis"):
         aligned = builder.build(queries)
-    sign = aligned.config.axes[0]["build"]["orientation"]
+    sign = next(iter(aligned.axes.values())).metadata["build"]["orientation"]
     assert sign["flipped"] and sign["minus"] > sign["plus"]  # as built, + pointed to gloom
     assert "FLIPPED" in builder.summary()
     # After the flip, + raises sentiment on prompts the check never saw.

@@ -1,9 +1,12 @@
 """The builder: self-generated contrasts -> per-layer subspaces -> a steering pack. The runtime never imports it."""
 
 from .axes import PRESETS, Axis, parse_axis
-from .builder import RECORDS_FILE, AlignEZBuilder, AxisReport, PackExistsError
+from .builder import AlignEZBuilder
+from .config import DEFAULT_STRATEGY, BuildConfig
+from .output import RECORDS_FILE, PackExistsError
 from .queries import load_queries, truncate_queries
-from .strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
+from .report import AxisReport
+from .strategies import STRATEGIES, Strategy
 from .subspace import SubspaceError
 
 __all__ = [
@@ -14,6 +17,7 @@ __all__ = [
     "AlignEZBuilder",
     "Axis",
     "AxisReport",
+    "BuildConfig",
     "PackExistsError",
     "Strategy",
     "SubspaceError",

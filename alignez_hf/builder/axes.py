@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-AXIS_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+from ..runtime.constants import AXIS_NAME, AXIS_NAME_RULE
+
 BEHAVIOURS = (None, "refusal", "sentiment")  # what alignez_hf.builder.orientation can measure without labels
 
 
@@ -22,7 +22,7 @@ class Axis:
 
     def __post_init__(self) -> None:
         if not AXIS_NAME.match(self.name or ""):
-            raise ValueError(f"Axis names use letters, digits, '_' and '-' only; got {self.name!r}.")
+            raise ValueError(f"Axis names use {AXIS_NAME_RULE}; got {self.name!r}.")
         if not self.positive.strip() or not self.negative.strip():
             raise ValueError(
                 f"Axis {self.name!r} needs two non-empty keywords, got {self.positive!r}, {self.negative!r}."

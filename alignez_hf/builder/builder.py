@@ -2,135 +2,89 @@
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from ..modeling_alignez import AlignEZForCausalLM
+from ..chat import chat_prompt, encode
+from ..runtime import AlignEZForCausalLM
 from . import prompts
 from .axes import Axis, parse_axis
-from .embeddings import embed_ids, encode
-from .gate import DEFAULT_ANSWERED_FIRE, fit_gate
+from .config import BuildConfig
+from .embeddings import embed_ids
+from .gate import fit_gate
 from .generation import GenerationStats, RecordStore, SamplingSettings, generate_texts, self_generate
 from .orientation import flip_axis, measure_orientation, spread
+from .output import RECORDS_FILE, check_output_dir
 from .quality import SelfCheck, self_check
 from .queries import load_queries, truncate_queries
-from .strategies import DEFAULT_STRATEGY, Strategy, band_layers, get_strategy
+from .report import AxisReport, ranges, render_summary
+from .strategies import Strategy, band_layers, get_strategy
 from .subspace import LayerSubspace, SubspaceError, fit_subspace, subspace_cosine
 
-RECORDS_FILE = "self_generated.jsonl"
 CHECK_TOKENS = 16  # continuation length of the self-check: long enough to carry a tone, short enough to be cheap
 
 
-class PackExistsError(FileExistsError):
-    """The output folder holds a different pack (or another model) and overwriting was not asked for."""
-
-
-@dataclass
-class AxisReport:
-    """What the build of one axis did, for the summary and the pack's metadata."""
-
-    axis: str
-    positive: str
-    negative: str
-    queries: int = 0
-    pairs_generated: int = 0
-    pairs_kept: dict[int, int] = field(default_factory=dict)
-    rank: dict[int, int] = field(default_factory=dict)
-    separation: dict[int, float] = field(default_factory=dict)
-    layers: list[int] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    generation: dict[str, float] = field(default_factory=dict)
-    quality: dict | None = None
-    orientation: dict | None = None
-    gate: dict | None = None
-    warnings: list[str] = field(default_factory=list)
-    # {other axis: {layer: largest principal cosine}} on the layers both axes edit.
-    subspace_cosine: dict[str, dict[int, float]] = field(default_factory=dict)
-
-    def as_metadata(self) -> dict:
-        """JSON-ready form (layer keys become strings, NaN becomes None)."""
-        out = asdict(self)
-        for key in ("pairs_kept", "rank", "separation"):
-            out[key] = {str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out[key].items()}
-        out["subspace_cosine"] = {
-            other: {str(k): v for k, v in by_layer.items()} for other, by_layer in self.subspace_cosine.items()
-        }
-        out["subspace_cosine_mean"] = {
-            other: (sum(by_layer.values()) / len(by_layer) if by_layer else None)
-            for other, by_layer in self.subspace_cosine.items()
-        }
-        return out
-
-
 class AlignEZBuilder:
-    """Build a steering pack for ``model`` from unlabeled queries, one subspace per axis (no labels, no training)."""
+    """Build a steering pack for ``base_model`` from unlabeled queries, one subspace per axis (no labels, no training).
+
+    Build options come from ``config`` (a :class:`BuildConfig`, by default ``BuildConfig()``); keyword ``options``
+    override its fields, e.g. ``AlignEZBuilder(base, tok, ["cheerful"], batch_size=4, gate=False)``.
+    """
 
     def __init__(
         self,
-        model,
+        base_model,
         tokenizer,
         axes: Sequence[str | Axis] = ("harmless",),
-        strategy: str | Strategy = DEFAULT_STRATEGY,
+        strategy: str | Strategy | None = None,
+        config: BuildConfig | None = None,
         *,
-        batch_size: int = 8,
-        seed: int = 0,
-        do_sample: bool = True,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        max_new_tokens: int | None = None,
-        characteristics_tokens: int | None = None,
-        layer_band: tuple[float, float] | None = None,
-        scale_fraction: float | None = None,
-        cos_threshold: float | None | str = "default",
-        energy: float | None = None,
-        max_rank: int | None = None,
-        n_directions: int | None = None,
-        max_query_tokens: int | None = None,
-        check_queries: int = 4,
-        orient: bool = True,
-        orient_queries: int = 16,
-        orient_strength: float = 2.0,
-        gate: bool = False,
-        gate_queries: int = 64,
-        gate_answered_fire: float | None = DEFAULT_ANSWERED_FIRE,
         progress: bool = True,
         verbose: bool = True,
         base_model_name_or_path: str | None = None,
+        **options,
     ):
+        if config is not None and not isinstance(config, BuildConfig):
+            raise TypeError(f"config must be a BuildConfig, got {type(config).__name__}.")
+        c = (config or BuildConfig()).replace(**options)
+        if strategy is not None:
+            c = c.replace(strategy=strategy)
+        self.config = c
         if not axes:
             raise ValueError("Give at least one axis, e.g. axes=['harmless'] or axes=['cheerful=cheerful,gloomy'].")
-        self.model = model
+        self.model = base_model
         self.tokenizer = tokenizer
         self.axes = [parse_axis(a) for a in axes]
         if len({a.name for a in self.axes}) != len(self.axes):
             raise ValueError("Axis names must be unique.")
         overrides = dict(
-            answer_tokens=max_new_tokens,
-            characteristics_tokens=characteristics_tokens,
-            layer_band=layer_band,
-            scale_fraction=scale_fraction,
-            energy=energy,
-            max_rank=max_rank,
-            n_directions=n_directions,
+            answer_tokens=c.max_new_tokens,
+            characteristics_tokens=c.characteristics_tokens,
+            layer_band=tuple(c.layer_band) if c.layer_band is not None else None,
+            scale_fraction=c.scale_fraction,
+            energy=c.energy,
+            max_rank=c.max_rank,
+            n_directions=c.n_directions,
         )
-        self.strategy = get_strategy(strategy).with_overrides(**overrides)
-        if cos_threshold != "default":  # None is a real value here: it turns the filter off
-            self.strategy = replace(self.strategy, cos_threshold=cos_threshold)
-        self.sampling = SamplingSettings(do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)
-        self.batch_size = max(1, int(batch_size))
-        self.max_query_tokens = max_query_tokens
-        self.check_queries = check_queries
-        self.orient = orient
-        self.orient_queries = orient_queries
-        self.orient_strength = orient_strength
+        self.strategy = get_strategy(c.strategy).with_overrides(**overrides)
+        if c.cos_threshold is not None:  # infinity ('off') keeps every pair: recorded as no filter
+            self.strategy = replace(
+                self.strategy, cos_threshold=None if math.isinf(c.cos_threshold) else c.cos_threshold
+            )
+        self.sampling = SamplingSettings(do_sample=c.do_sample, temperature=c.temperature, top_p=c.top_p, seed=c.seed)
+        self.batch_size = max(1, int(c.batch_size))
+        self.max_query_tokens = c.max_query_tokens
+        self.check_queries = c.check_queries
+        self.orient = c.orient
+        self.orient_queries = c.orient_queries
+        self.orient_strength = c.orient_strength
+        gate, gate_queries, gate_answered_fire = c.gate, c.gate_queries, c.gate_answered_fire
         if gate and not any(a.behaviour == "refusal" for a in self.axes):
             raise ValueError(
                 "gate=True adds a self-judged harm gate to refusal axes, and none of the axes is one: use the "
@@ -145,7 +99,9 @@ class AlignEZBuilder:
         self.gate_answered_fire = gate_answered_fire
         self.progress = progress
         self.verbose = verbose
-        self.base_model_name_or_path = base_model_name_or_path or getattr(model.config, "name_or_path", None) or None
+        self.base_model_name_or_path = (
+            base_model_name_or_path or getattr(base_model.config, "name_or_path", None) or None
+        )
         self.reports: list[AxisReport] = []
 
     # ------------------------------------------------------------------ public
@@ -174,7 +130,7 @@ class AlignEZBuilder:
         self.reports = [self._build_axis(aligned, axis, queries, store) for axis in self.axes]
         self._measure_overlap(aligned)
         for report in self.reports:
-            next(a for a in aligned.config.axes if a["name"] == report.axis)["build"] = report.as_metadata()
+            aligned.update_axis_metadata(report.axis, build=report.as_metadata())
         if self.verbose:
             print(self.summary())
         if out is not None:
@@ -193,76 +149,7 @@ class AlignEZBuilder:
 
     def summary(self) -> str:
         """A readable summary of the last build."""
-        s = self.strategy
-        lines = [f"AlignEZ build summary (strategy {s.name!r}, hook point {s.hook_point}, rule {s.rule})"]
-        for r in self.reports:
-            lines.append(
-                f"- axis {r.axis!r} ({r.positive} vs {r.negative}): {r.queries} queries, {r.pairs_generated} pairs"
-            )
-            if r.generation:
-                g = r.generation
-                lines.append(f"  generation: {g['new_tokens']:.0f} new tokens, {g['tokens_per_second']:.1f} tokens/s")
-            lines.append(f"  layers edited: {_ranges(r.layers)}")
-            lines.append("  layers     kept  rank  separation  (* = edited; separation 0.5 = chance)")
-            # Consecutive layers with the same figures share a row, so a 30-layer model prints a few lines.
-            rows: list[list] = []
-            for layer in sorted(r.pairs_kept):
-                sep = r.separation.get(layer, math.nan)
-                cells = (
-                    layer in r.layers,
-                    r.pairs_kept[layer],
-                    r.rank.get(layer, 0),
-                    "n/a" if math.isnan(sep) else f"{sep:.2f}",
-                )
-                if rows and rows[-1][1] == cells and rows[-1][0][-1] == layer - 1:
-                    rows[-1][0].append(layer)
-                else:
-                    rows.append([[layer], cells])
-            for group, (edited, kept, rank, sep) in rows:
-                lines.append(f"  {'*' if edited else ' '}{_ranges(group):<9} {kept:4d}  {rank:4d}  {sep:>10}")
-            if r.quality:
-                q = r.quality
-                lines.append(
-                    f"  self-check ({q['prompts']} prompts, strength +-{q['strength']:g}): margin shift "
-                    f"{q['shift']:+.3f} / {q['reverse_shift']:+.3f} nats/token vs random {q['random_shift']:.3f}"
-                    f" -> {'moves the model' if q['effective'] else 'LIKELY DOES NOTHING'}"
-                )
-            if r.orientation:
-                o = r.orientation
-                outcome = "FLIPPED" if o["flipped"] else "kept" if o["decided"] else "no clear difference, kept"
-                lines.append(
-                    f"  sign check ({o['behaviour']}, {o['queries']} build queries, +-{o['strength']:g}): "
-                    f"{o['minus']:.2f} / {o['base']:.2f} / {o['plus']:.2f} at -/0/+ -> {outcome}"
-                )
-            if r.gate:
-                g = r.gate
-                where = (
-                    f"fires above {g['threshold']:.2f} ({g['rule']}) on {g['fires_refused']:.0%} of the refused "
-                    f"and {g['fires_answered']:.0%} of the answered (AUC {g['auc']:.2f})"
-                    if g["added"]
-                    else "NOT ADDED"
-                )
-                lines.append(
-                    f"  harm gate (own 0-9 rating vs own refusals of {g['queries']} build queries, {g['refused']} "
-                    f"refused): {where}"
-                )
-            lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items()))
-            lines.extend(f"  WARNING: {w}" for w in r.warnings)
-        pairs = [(r, other) for i, r in enumerate(self.reports) for other in self.reports[i + 1 :]]
-        if pairs:
-            lines.append("Subspace cosine between axes, per layer both edit (0 = independent, 1 = same direction):")
-        for r, other in pairs:
-            by_layer = r.subspace_cosine.get(other.axis, {})
-            if not by_layer:
-                lines.append(f"- {r.axis} vs {other.axis}: no shared layers")
-                continue
-            low, high = min(by_layer, key=by_layer.get), max(by_layer, key=by_layer.get)
-            lines.append(
-                f"- {r.axis} vs {other.axis}: mean {sum(by_layer.values()) / len(by_layer):.3f} over layers "
-                f"{_ranges(list(by_layer))}, from {by_layer[low]:.3f} (layer {low}) to {by_layer[high]:.3f} "
-                f"(layer {high})"
-            )
-        return "\n".join(lines)
+        return render_summary(self.strategy, self.reports)
 
     # ------------------------------------------------------------------ stages
     def _build_axis(
@@ -342,7 +229,7 @@ class AlignEZBuilder:
         if not layers or (missing and s.layer_band is not None):
             raise errors[missing[0]]
         if missing:
-            report.warnings.append(f"layers {_ranges(missing)} kept no pairs and are not edited")
+            report.warnings.append(f"layers {ranges(missing)} kept no pairs and are not edited")
         report.layers = layers
         directions = {layer: fitted[layer].directions for layer in layers}
         scales = None
@@ -482,7 +369,7 @@ class AlignEZBuilder:
         tok, s = self.tokenizer, self.strategy
         if s.read == "prompt_last":
             seqs = [
-                encode(tok, prompts.chat_prompt(tok, q, system=prompts.persona_system(axis, side)))
+                encode(tok, chat_prompt(tok, q, system=prompts.persona_system(axis, side)))
                 for side in ("positive", "negative")
                 for q in queries
             ]
@@ -494,7 +381,7 @@ class AlignEZBuilder:
         for side in ("positive", "negative"):
             for record in records:
                 # The answer follows the plain query (no persona) so the contrast is in what was written, not asked.
-                head = encode(tok, prompts.chat_prompt(tok, record["query"]))
+                head = encode(tok, chat_prompt(tok, record["query"]))
                 tail = tok(record["answers"][side], add_special_tokens=False)["input_ids"]
                 if s.read == "answer_mean":
                     tail = tail[: s.answer_tokens]
@@ -515,7 +402,7 @@ class AlignEZBuilder:
         else:
             chosen = queries[: self.check_queries]
             texts = [
-                prompts.chat_prompt(self.tokenizer, q, system=prompts.persona_system(axis, side))
+                chat_prompt(self.tokenizer, q, system=prompts.persona_system(axis, side))
                 for side in ("positive", "negative")
                 for q in chosen
             ]
@@ -538,53 +425,3 @@ class AlignEZBuilder:
 
 def _first_tokens(tokenizer, text: str, n: int = CHECK_TOKENS) -> str:
     return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:n])
-
-
-def _ranges(layers: Sequence[int]) -> str:
-    """Compact '10-20, 25' form of a layer list."""
-    layers = sorted(layers)
-    if not layers:
-        return "none"
-    parts, start, prev = [], layers[0], layers[0]
-    for layer in layers[1:] + [None]:
-        if layer is not None and layer == prev + 1:
-            prev = layer
-            continue
-        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
-        if layer is not None:
-            start = prev = layer
-    return ", ".join(parts)
-
-
-def check_output_dir(folder: Path, identity: dict, overwrite: bool) -> None:
-    """Refuse a folder that holds a different pack or another model, unless ``overwrite``."""
-    config = folder / "config.json"
-    if not config.is_file():
-        return
-    try:
-        existing = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        existing = {}
-    same = (
-        existing.get("model_type") == "alignez"
-        and existing.get("base_model_name_or_path") == identity["base_model_name_or_path"]
-        and [[a.get("name"), a.get("positive"), a.get("negative"), a.get("strategy")] for a in existing.get("axes", [])]
-        == identity["axes"]
-    )
-    if same:
-        return
-    if not overwrite:
-        what = (
-            "a different steering pack"
-            if existing.get("model_type") == "alignez"
-            else "something that is not this pack"
-        )
-        raise PackExistsError(
-            f"{folder} already holds {what} (base {existing.get('base_model_name_or_path')!r}, axes "
-            f"{[a.get('name') for a in existing.get('axes', [])]}). Choose another folder or pass overwrite=True "
-            "(--overwrite) to replace it."
-        )
-    # Another pack's self-generated records would ship with this one: drop them.
-    (folder / RECORDS_FILE).unlink(missing_ok=True)
-    if existing.get("model_type") != "alignez":
-        shutil.rmtree(folder)

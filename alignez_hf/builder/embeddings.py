@@ -5,12 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from . import prompts
-
-
-def encode(tokenizer, text: str) -> list[int]:
-    """Token ids of an already formatted text (the chat template adds its own special tokens)."""
-    return tokenizer(text, add_special_tokens=not prompts.has_chat_template(tokenizer))["input_ids"]
+from ..runtime.positions import left_pad
 
 
 def embed_ids(
@@ -31,13 +26,7 @@ def embed_ids(
     device = aligned.base.device
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress):
         idx = order[start : start + batch_size]
-        width = max(len(sequences[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):  # left padding: every row ends at the last column
-            seq = sequences[i]
-            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
+        ids, mask = left_pad([sequences[i] for i in idx], pad_id)
         k = 1 if last_k is None else torch.tensor([max(1, last_k[i]) for i in idx])
         parts.append(aligned.query_embeddings(ids.to(device), mask.to(device), last_k=k))
     inverse = torch.empty(len(order), dtype=torch.long)

@@ -3,7 +3,7 @@
 A refusal direction read from a persona contrast on a small model is a generic refusal direction: it raises
 refusal of ordinary and benign-but-edgy requests too (issue 6, Qwen2.5-Coder-0.5B-Instruct). A gate lets the
 axis steer only the prompts the model itself rates as harmful: before generating, the runtime asks the model
-"how harmful is this request, 0-9?" and reads the expected digit (``alignez_hf.gates``).
+"how harmful is this request, 0-9?" and reads the expected digit (``alignez_hf.runtime.gates``).
 
 The threshold comes from the model's own behaviour on the build queries: it answers each of them greedily and a
 keyword detector marks its refusals. By default the gate may fire on at most 30 % of the requests the model
@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .generation import SamplingSettings, generate_texts, left_padding
+from ..chat import chat_prompt, encode_texts
+from ..runtime.gates import judge
+from .config import DEFAULT_ANSWERED_FIRE
+from .generation import SamplingSettings, generate_texts
 from .orientation import spread
-from .prompts import chat_prompt
 
 HARM_QUESTION = (
     "On a scale from 0 (completely harmless) to 9 (extremely harmful), how harmful is the following request? "
@@ -29,9 +31,6 @@ HARM_QUESTION = (
 GATE_TOKENS = 24  # a refusal shows in the opening of an answer
 MIN_PER_SIDE = 4  # refused and answered build queries needed to place a threshold
 MIN_AUC = 0.6  # below this the model's rating does not track its own refusals: no gate
-# The default threshold rule: fire on at most this share of the build queries the model answered (issue 6: chosen
-# on Qwen2.5-Coder-0.5B's tuning split over Youden's J and 0.2 / 0.1; benchmarks/qwen_gate.py).
-DEFAULT_ANSWERED_FIRE = 0.3
 _SENTINELS = ("apple", "zebra")
 
 
@@ -72,7 +71,7 @@ def _around(tokenizer, render) -> tuple[list[int], list[int]]:
 
 
 def judge_tokens(tokenizer, question: str = HARM_QUESTION) -> dict:
-    """The token fields of a self-judge gate (see ``alignez_hf.gates``) for this tokenizer's chat format."""
+    """The token fields of a self-judge gate (see ``alignez_hf.runtime.gates``) for this tokenizer's chat format."""
     special = _special_ids(tokenizer)
     before_user, after_user = _around(tokenizer, lambda s: chat_prompt(tokenizer, s))
     if not before_user or not after_user:
@@ -142,7 +141,7 @@ def gate_evidence(
 ) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """The gate's token fields, the model's 0-9 rating of each query and whether it refused it (greedy, unsteered)."""
     texts = [chat_prompt(tokenizer, q) for q in queries]
-    off = {a["name"]: 0.0 for a in aligned.config.axes}
+    off = dict.fromkeys(aligned.axes, 0.0)
     answers = generate_texts(
         aligned, tokenizer, texts, tokens, SamplingSettings(do_sample=False), batch_size, steering=off
     )
@@ -154,12 +153,11 @@ def gate_evidence(
 
 
 def judge_texts(aligned, tokenizer, gate: dict, texts: list[str], batch_size: int = 16) -> torch.Tensor:
-    """The model's 0-9 rating (``AlignEZForCausalLM.judge``) of chat-formatted prompt texts, batched."""
+    """The unsteered model's 0-9 rating (``runtime.gates.judge``) of chat-formatted prompt texts, batched."""
     scores = []
-    with left_padding(tokenizer):
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            scores.append(aligned.judge(gate, enc["input_ids"], enc["attention_mask"]))
+    for i in range(0, len(texts), batch_size):
+        enc = encode_texts(tokenizer, texts[i : i + batch_size])
+        scores.append(judge(aligned.base, gate, enc["input_ids"], enc["attention_mask"]))
     return torch.cat(scores)
 
 
@@ -214,7 +212,7 @@ def fit_gate(
 ) -> GateFit:
     """Place a self-judged harm gate on axis ``name`` from the model's own refusals of its build queries.
 
-    The gate is stored on the axis (``config.axes[...]["gate"]``) when the model's rating tracks its refusals
+    The gate is stored on the axis (``model.axes[name].gate``) when the model's rating tracks its refusals
     (AUC at least 0.6, at least four refused and four answered queries); otherwise the axis stays ungated and
     ``GateFit.reason`` says why. ``answered_fire``: see ``place_threshold``.
     """

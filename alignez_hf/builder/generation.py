@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..chat import chat_prompt, encode_texts, padding
 from . import prompts
 from .axes import Axis
 
@@ -64,13 +65,10 @@ def generate_texts(
     ``steering`` (strengths per axis) is passed to an AlignEZForCausalLM's ``generate``.
     """
     out: list[str] = []
-    with left_padding(tokenizer):
+    with padding(tokenizer, "left"):
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
-            enc = tokenizer(
-                batch, return_tensors="pt", padding=True, add_special_tokens=not prompts.has_chat_template(tokenizer)
-            )
-            enc = {k: v.to(model.device) for k, v in enc.items()}
+            enc = {k: v.to(model.device) for k, v in encode_texts(tokenizer, batch).items()}
             torch.manual_seed(seed + start)
             extra = {"temperature": sampling.temperature, "top_p": sampling.top_p} if sampling.do_sample else {}
             began = time.perf_counter()
@@ -100,26 +98,6 @@ def _count_new_tokens(new: torch.Tensor, tokenizer) -> int:
         n = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
         total += n
     return total
-
-
-class left_padding:
-    """Context manager: pad on the left (generation needs the prompts to end together) and have a pad token."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __enter__(self):
-        self.side, self.pad = self.tokenizer.padding_side, self.tokenizer.pad_token
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        return self.tokenizer
-
-    def __exit__(self, *exc):
-        self.tokenizer.padding_side = self.side
-        if self.pad is None:
-            self.tokenizer.pad_token = None
-        return False
 
 
 def record_key(**fields: Any) -> str:
@@ -220,14 +198,12 @@ def self_generate(
         rows = [(q, side) for side in SIDES for q in qs]
         chars: dict[tuple[str, str], str] = {}
         if job == "paper":
-            texts = [prompts.chat_prompt(tokenizer, prompts.characteristics_prompt(axis, s, q)) for q, s in rows]
+            texts = [chat_prompt(tokenizer, prompts.characteristics_prompt(axis, s, q)) for q, s in rows]
             found = generate_texts(model, tokenizer, texts, characteristics_tokens, sampling, batch_size, seed, stats)
             chars = dict(zip(rows, found))
-            texts = [
-                prompts.chat_prompt(tokenizer, prompts.conditioned_prompt(axis, s, q, chars[(q, s)])) for q, s in rows
-            ]
+            texts = [chat_prompt(tokenizer, prompts.conditioned_prompt(axis, s, q, chars[(q, s)])) for q, s in rows]
         else:
-            texts = [prompts.chat_prompt(tokenizer, q, system=prompts.persona_system(axis, s)) for q, s in rows]
+            texts = [chat_prompt(tokenizer, q, system=prompts.persona_system(axis, s)) for q, s in rows]
         answers = dict(
             zip(rows, generate_texts(model, tokenizer, texts, answer_tokens, sampling, batch_size, seed + 1, stats))
         )

@@ -14,8 +14,8 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from ..chat import chat_prompt
 from .generation import SamplingSettings, generate_texts
-from .prompts import chat_prompt
 
 ORIENT_TOKENS = 24  # a refusal or a tone shows in the opening of an answer
 
@@ -96,7 +96,7 @@ def measure_orientation(
     scorer = behaviour_scorer(behaviour)
     if scorer is None or not queries:
         return None
-    others = {a["name"]: 0.0 for a in aligned.config.axes}
+    others = dict.fromkeys(aligned.axes, 0.0)
     texts = [chat_prompt(tokenizer, q) for q in queries]
     greedy = SamplingSettings(do_sample=False)
     means = []
@@ -108,21 +108,18 @@ def measure_orientation(
 
 def flip_axis(aligned, name: str) -> None:
     """Reverse an axis in place: directions negated, so +strength now does what -strength did."""
-    tensors = aligned.axis_tensors(name)
-    entry = dict(next(a for a in aligned.config.axes if a["name"] == name))
+    view, tensors = aligned.axes[name], aligned.axis_tensors(name)
     stats = {k: (-v if k.startswith(("mean_pos_proj.", "mean_neg_proj.")) else v) for k, v in tensors["stats"].items()}
-    core = {k: entry.pop(k) for k in ("name", "rule", "strength", "positive", "negative")}
-    entry.pop("layers", None)
-    entry.pop("rank", None)
     aligned.add_axis(
-        core["name"],
+        name,
         {layer: -d for layer, d in tensors["directions"].items()},
-        rule=core["rule"],
-        strength=core["strength"],
+        rule=view.rule,
+        strength=view.strength,
         scales=tensors["scales"],
-        positive=core["positive"],
-        negative=core["negative"],
+        positive=view.positive,
+        negative=view.negative,
         stats=stats,
+        gate=view.gate,
         replace=True,
-        **entry,
+        **view.metadata,
     )

@@ -1,17 +1,11 @@
 """The texts the builder shows the model: the paper's two-step prompts and persona system messages.
 
-Every prompt goes through the tokenizer's chat template when it has one, as the paper advises for instruct
-models; otherwise a plain "User:/Assistant:" format is used (with a one-time notice).
+They reach the model through ``alignez_hf.chat.chat_prompt``, the one chat format of the package.
 """
 
 from __future__ import annotations
 
-import logging
-
 from .axes import Axis
-
-logger = logging.getLogger(__name__)
-_NOTICE_SHOWN: set[int] = set()
 
 # METHOD.md section 1, word for word.
 CHARACTERISTICS = {
@@ -24,23 +18,6 @@ CONDITIONED = {
 }
 FALLBACK_CHARACTERISTICS = "be {kw}"
 PERSONA_SYSTEM = "You are an extremely {kw} assistant."
-
-
-def has_chat_template(tokenizer) -> bool:
-    """Whether the tokenizer carries a chat template."""
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def chat_prompt(tokenizer, user: str, system: str | None = None) -> str:
-    """The text that makes the model answer ``user`` (optionally under a ``system`` message), ready to generate."""
-    if has_chat_template(tokenizer):
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if id(tokenizer) not in _NOTICE_SHOWN:
-        _NOTICE_SHOWN.add(id(tokenizer))
-        logger.warning("The tokenizer has no chat template; the builder uses a plain 'User:/Assistant:' format.")
-    head = f"{system}\n\n" if system else ""
-    return f"{head}User: {user}\nAssistant:"
 
 
 def characteristics_prompt(axis: Axis, side: str, query: str) -> str:

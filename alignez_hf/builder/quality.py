@@ -7,15 +7,12 @@ to the negative one; a random direction of the same size gives the noise floor.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
 
-from . import prompts
-from .embeddings import encode
-
-RANDOM_AXIS = "selfcheck_random"
+from ..chat import chat_prompt, encode
+from ..runtime.positions import left_pad
 
 
 @dataclass
@@ -47,46 +44,21 @@ def continuation_margin(aligned, tokenizer, rows: list[tuple[str, str, str]], st
     """
     sequences, lengths = [], []
     for query, *continuations in rows:
-        head = encode(tokenizer, prompts.chat_prompt(tokenizer, query))
+        head = encode(tokenizer, chat_prompt(tokenizer, query))
         for text in continuations:
             tail = tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
             sequences.append(head + tail)
             lengths.append(len(tail))
-    width = max(map(len, sequences))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, seq in enumerate(sequences):
-        ids[i, width - len(seq) :] = torch.tensor(seq)
-        mask[i, width - len(seq) :] = 1
+    ids, mask = left_pad(sequences, pad)
+    width = ids.shape[1]
     device = aligned.base.device
     # Every continuation token is a generated token in real use, where the edit applies; score them all at once.
-    previous, aligned.config.positions = aligned.config.positions, "all"
-    try:
-        with torch.no_grad():
-            logits = aligned(input_ids=ids.to(device), attention_mask=mask.to(device), steering=steering).logits
-    finally:
-        aligned.config.positions = previous
+    with torch.no_grad(), aligned.steering_options(positions="all"):
+        logits = aligned(input_ids=ids.to(device), attention_mask=mask.to(device), steering=steering).logits
     logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
     means = torch.stack([logp[i, width - 1 - n :].mean() for i, n in enumerate(lengths)])
     return float((means[0::2] - means[1::2]).mean())
-
-
-@contextlib.contextmanager
-def random_axis(aligned, name: str, seed: int):
-    """Temporarily add an axis with random directions of the same layers, rank, rule and push sizes as ``name``."""
-    tensors = aligned.axis_tensors(name)
-    entry = next(a for a in aligned.config.axes if a["name"] == name)
-    generator = torch.Generator().manual_seed(seed)
-    directions = {}
-    for layer, d in tensors["directions"].items():
-        q, _ = torch.linalg.qr(torch.randn(d.shape[1], d.shape[0], generator=generator))
-        directions[layer] = q.T.contiguous()
-    aligned.add_axis(RANDOM_AXIS, directions, rule=entry["rule"], strength=0.0, scales=tensors["scales"], replace=True)
-    try:
-        yield RANDOM_AXIS
-    finally:
-        aligned.remove_axis(RANDOM_AXIS)
 
 
 def self_check(
@@ -99,13 +71,13 @@ def self_check(
     seed: int = 0,
 ) -> SelfCheck:
     """Measure how steering axis ``name`` shifts the model's own positive-vs-negative margin, against random."""
-    others = {a["name"]: 0.0 for a in aligned.config.axes}
+    others = dict.fromkeys(aligned.axes, 0.0)
     base = continuation_margin(aligned, tokenizer, rows, {**others})
     plus = continuation_margin(aligned, tokenizer, rows, {**others, name: strength})
     minus = continuation_margin(aligned, tokenizer, rows, {**others, name: -strength})
     random_shifts = []
     for i in range(n_random):
-        with random_axis(aligned, name, seed + i) as rnd:
+        with aligned.random_control(name, seed + i) as rnd:
             margin = continuation_margin(aligned, tokenizer, rows, {**others, rnd: strength})
         random_shifts.append(abs(margin - base))
     return SelfCheck(

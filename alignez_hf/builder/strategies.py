@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from .config import DEFAULT_STRATEGY
+
 
 @dataclass(frozen=True)
 class Strategy:
@@ -86,11 +88,10 @@ STRATEGIES: dict[str, Strategy] = {
         answer_tokens=16,
     ),
 }
-DEFAULT_STRATEGY = "persona"
 
 
-def get_strategy(name: str | Strategy) -> Strategy:
-    """Look up a strategy by name."""
+def get_strategy(name: str | Strategy = DEFAULT_STRATEGY) -> Strategy:
+    """Look up a strategy by name (by default the default strategy, ``persona``)."""
     if isinstance(name, Strategy):
         return name
     if name not in STRATEGIES:

@@ -7,24 +7,21 @@ from .harness import (
     DEFAULT_STRENGTHS,
     Generation,
     Setting,
-    add_random_control,
     evaluate,
     generate_answers,
-    random_control_axis,
     steering_kl,
-    sweep_2d,
 )
 from .metrics import bootstrap_mean_interval, mean_summary, rate_summary, sequence_nll, wilson_interval
 from .prompts import PROMPT_SETS, advbench_split, advbench_split_indices, load_advbench, load_prompt_set
 from .report import attach_evaluation, evaluation_summary, write_results, write_sweep
 from .scorers import is_refusal, readability, refusal_agreement, sentiment, word_count
+from .sweep import sweep_2d
 
 __all__ = [
     "DEFAULT_STRENGTHS",
     "PROMPT_SETS",
     "Generation",
     "Setting",
-    "add_random_control",
     "advbench_split",
     "advbench_split_indices",
     "attach_evaluation",
@@ -36,7 +33,6 @@ __all__ = [
     "load_advbench",
     "load_prompt_set",
     "mean_summary",
-    "random_control_axis",
     "rate_summary",
     "readability",
     "refusal_agreement",

@@ -11,7 +11,7 @@ import math
 import platform
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,26 +19,28 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
+from ..chat import encode_chats, padding
+from ..runtime.constants import OPTION_FIELDS
+from .config import DEFAULT_PROMPT_SETS, DEFAULT_STRENGTHS, EvalConfig
 from .metrics import mean_summary, next_token_kl, paired_delta_summary, rate_summary, sequence_nll
 from .prompts import load_prompt_set
-from .scorers import SCORERS, get_scorer, refusal_agreement
+from .scorers import SCORERS, refusal_agreement
 
-DEFAULT_STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0)
 # Per-answer numbers; "refusal" is a rate, the others are means.
 METRICS = ("refusal", "sentiment", "readability", "words", "tokens", "nll")
 KL_PROMPT_SET = "neutral"
+DEFAULTS = EvalConfig()  # the options evaluate() shares with `alignez eval`, defined once
 NOT_MEASURED = (
     "No LLM judge or reward model runs here: helpfulness and harmlessness are measured only through keyword refusal "
     "rates, sentiment (VADER), readability (Flesch, textstat), length and drift (NLL under the base, KL); answer "
     "quality and correctness are not measured."
 )
-# Config fields a Setting may override for the duration of its run.
-CONFIG_OVERRIDES = ("hook_point", "layer_policy", "top_n", "positions", "composition")
 
 
 @dataclass
 class Setting:
-    """One thing to evaluate: a model with an axis, plus temporary overrides (edit rule, hook point, policy ...)."""
+    """One thing to evaluate: a model with an axis, plus temporary overrides: an edit rule for the axis and any
+    ``model.steering_options`` (hook_point, layer_policy, top_n, positions, composition) in ``config``."""
 
     label: str
     model: Any
@@ -60,98 +62,19 @@ class Generation:
 
 
 # ---------------------------------------------------------------------- model plumbing
-@contextlib.contextmanager
-def applied(setting: Setting) -> Iterator[None]:
-    """Apply a setting's rule and config overrides to its model for the duration of the block."""
-    model, saved = setting.model, {}
-    unknown = set(setting.config) - set(CONFIG_OVERRIDES)
-    if unknown:
-        raise ValueError(f"Setting {setting.label!r}: cannot override {sorted(unknown)}; allowed: {CONFIG_OVERRIDES}.")
-    if setting.axis not in model.axes:
-        raise KeyError(f"Setting {setting.label!r}: unknown axis {setting.axis!r}; axes: {', '.join(model.axes)}.")
-    entry = next(a for a in model.config.axes if a["name"] == setting.axis)
-    old_rule = entry["rule"]
-    try:
-        for key, value in setting.config.items():
-            saved[key] = getattr(model.config, key)
-            setattr(model.config, key, value)
-        model.config.validate_steering()
-        if setting.rule is not None:
-            entry["rule"] = setting.rule
-            model.config.validate_steering()
-        yield
-    finally:
-        entry["rule"] = old_rule
-        for key, value in saved.items():
-            setattr(model.config, key, value)
-
-
-def add_random_control(model, axis: str, seed: int = 0, name: str | None = None) -> str:
-    """Add an axis of the same size as ``axis`` (layers, ranks, scales, rule) along random orthonormal directions."""
-    name = name or f"random_control_{axis}"
-    tensors = model.axis_tensors(axis)
-    generator = torch.Generator().manual_seed(seed)
-    directions = {}
-    for layer in sorted(tensors["directions"]):
-        k, d = tensors["directions"][layer].shape
-        q, _ = torch.linalg.qr(torch.randn(d, k, generator=generator))
-        directions[layer] = q.T.contiguous()
-    model.add_axis(
-        name,
-        directions,
-        rule=model.axes[axis].rule,
-        strength=0.0,
-        scales=tensors["scales"],
-        replace=True,
-        random_control_of=axis,
-        seed=seed,
-        # A gated axis gets a control behind the same gate: both steer the same prompts.
-        gate=next(a for a in model.config.axes if a["name"] == axis).get("gate"),
-    )
-    return name
-
-
-@contextlib.contextmanager
-def random_control_axis(model, axis: str, seed: int = 0, enabled: bool = True) -> Iterator[str | None]:
-    """A temporary random-direction control axis for ``axis`` (removed afterwards); yields its name or None."""
-    if not enabled:
-        yield None
-        return
-    name = add_random_control(model, axis, seed)
-    try:
-        yield name
-    finally:
-        model.remove_axis(name)
-
-
-def chat_text(tokenizer, prompt: str) -> str:
-    """The prompt as one user turn through the chat template (plain text if the tokenizer has none)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+def applied(setting: Setting):
+    """The setting's rule and option overrides (``model.steering_options``) for the duration of a block."""
+    if setting.axis not in setting.model.axes:
+        raise KeyError(
+            f"Setting {setting.label!r}: unknown axis {setting.axis!r}; axes: {', '.join(setting.model.axes)}."
         )
-    return prompt
+    rules = {setting.axis: setting.rule} if setting.rule is not None else None
+    return setting.model.steering_options(rules=rules, **setting.config)
 
 
-@contextlib.contextmanager
-def _padding(tokenizer, side: str) -> Iterator[None]:
-    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
-    tokenizer.padding_side = side
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    try:
-        yield
-    finally:
-        tokenizer.padding_side = old_side
-        if old_pad is None:
-            tokenizer.pad_token = old_pad
-
-
-def _encode(tokenizer, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-    texts = [chat_text(tokenizer, p) for p in prompts]
-    # The chat template already writes BOS where the model wants one.
-    special = not getattr(tokenizer, "chat_template", None)
-    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=special)
+def control(model, axis: str, seed: int, enabled: bool):
+    """``model.random_control(axis, seed)`` when ``enabled``, else a block that yields None."""
+    return model.random_control(axis, seed) if enabled else contextlib.nullcontext()
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -178,7 +101,7 @@ def generate_answers(
         groups[frozenset(k for k, v in steer.items() if v != 0)].append(i)
     results: list[Generation | None] = [None] * len(jobs)
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)
-    with _padding(tokenizer, "left"):
+    with padding(tokenizer, "left"):
         config = GenerationConfig(
             do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos
         )
@@ -186,7 +109,7 @@ def generate_answers(
             members = sorted(members, key=lambda i: len(jobs[i][0]))  # similar lengths pad less
             for start in range(0, len(members), batch_size):
                 chunk = members[start : start + batch_size]
-                enc = _encode(tokenizer, [jobs[i][0] for i in chunk])
+                enc = encode_chats(tokenizer, [jobs[i][0] for i in chunk])
                 if active:
                     steering = [{n: float(jobs[i][1].get(n, 0.0)) for n in names} for i in chunk]
                     out = model.generate(**enc, steering=steering, generation_config=config)
@@ -232,20 +155,16 @@ def steering_kl(
     """
     names = list(model.axes)
     out: list[list[float]] = [[] for _ in steerings]
-    old_positions = model.config.positions
-    model.config.positions = "all"
-    try:
-        with _padding(tokenizer, "right"):  # right padding: real tokens keep their positions
-            for start in range(0, len(prompts), batch_size):
-                enc = _encode(tokenizer, prompts[start : start + batch_size])
-                with model.steering_disabled():
-                    base = model(**enc).logits
-                for j, steer in enumerate(steerings):
-                    full = {n: float(steer.get(n, 0.0)) for n in names}
-                    steered = model(**enc, steering=full).logits
-                    out[j].extend(next_token_kl(steered, base, enc["attention_mask"]))
-    finally:
-        model.config.positions = old_positions
+    with model.steering_options(positions="all"):
+        for start in range(0, len(prompts), batch_size):
+            # right padding: real tokens keep their positions
+            enc = encode_chats(tokenizer, prompts[start : start + batch_size], side="right")
+            with model.steering_disabled():
+                base = model(**enc).logits
+            for j, steer in enumerate(steerings):
+                full = {n: float(steer.get(n, 0.0)) for n in names}
+                steered = model(**enc, steering=full).logits
+                out[j].extend(next_token_kl(steered, base, enc["attention_mask"]))
     return out
 
 
@@ -282,12 +201,8 @@ def _describe(setting: Setting) -> dict[str, Any]:
         "pack": str(getattr(model, "name_or_path", "") or "") or None,
         "base_model": model.config.base_model_name_or_path,
         "base_model_revision": model.config.base_model_revision,
-        "rule": view.rule,
-        "hook_point": model.config.hook_point,
-        "layer_policy": model.config.layer_policy,
-        "top_n": model.config.top_n,
-        "positions": model.config.positions,
-        "composition": model.config.composition,
+        "rule": model.effective_rule(setting.axis),
+        **{field: model.steering_option(field) for field in OPTION_FIELDS},
         "layers": list(view.layers),
         "rank": {str(k): v for k, v in view.rank.items()},
         "positive": view.positive,
@@ -320,17 +235,17 @@ def evaluate(
     tokenizer=None,
     axis: str | None = None,
     strengths: Sequence[float] = DEFAULT_STRENGTHS,
-    prompt_sets: Sequence[str] = ("neutral",),
+    prompt_sets: Sequence[str] = DEFAULT_PROMPT_SETS,
     *,
     settings: Sequence[Setting] | None = None,
-    limit: int | None = 20,
-    max_new_tokens: int = 48,
-    seed: int = 0,
-    batch_size: int = 8,
-    random_control: bool = True,
-    kl: bool = True,
+    limit: int | None = DEFAULTS.limit,
+    max_new_tokens: int = DEFAULTS.max_new_tokens,
+    seed: int = DEFAULTS.seed,
+    batch_size: int = DEFAULTS.batch_size,
+    random_control: bool = DEFAULTS.random_control,
+    kl: bool = DEFAULTS.kl,
     out_dir: str | None = None,
-    plots: bool = True,
+    plots: bool = DEFAULTS.plots,
     progress: bool = True,
     base_cache: dict | None = None,
 ) -> dict[str, Any]:
@@ -351,9 +266,10 @@ def evaluate(
     rows, kl_rows, answers, described = [], [], [], []
     for setting in tqdm(chosen, desc="settings", disable=not progress or len(chosen) == 1):
         m, tok, ax = setting.model, setting.tokenizer, setting.axis
-        with applied(setting), random_control_axis(m, ax, seed, random_control) as control:
+        with applied(setting), control(m, ax, seed, random_control) as random_axis:
             described.append(_describe(setting))
-            conditions = [("axis", ax, s) for s in steered] + [("random", control, s) for s in steered if control]
+            conditions = [("axis", ax, s) for s in steered]
+            conditions += [("random", random_axis, s) for s in steered if random_axis]
             keys, jobs = [], []
             for set_name, plist in prompts.items():
                 for i, prompt in enumerate(plist):
@@ -426,7 +342,7 @@ def evaluate(
             "nll": "mean per-token NLL of each answer under the unsteered base model (nats)",
             "refusal_detector": refusal_agreement().to_dict(),
             "not_measured": NOT_MEASURED,
-            "versions": _versions(),
+            "versions": versions(),
         },
         "settings": described,
         "rows": rows,
@@ -465,7 +381,7 @@ def _generate_with_base_cache(
     return results  # type: ignore[return-value]
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     import transformers
 
     from .. import __version__
@@ -476,96 +392,3 @@ def _versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
-
-
-# ---------------------------------------------------------------------- two axes
-def sweep_2d(
-    model,
-    tokenizer,
-    axis_a: str,
-    axis_b: str,
-    strengths_a: Sequence[float],
-    strengths_b: Sequence[float],
-    scorer_a: str | Callable[[str], float] = "sentiment",
-    scorer_b: str | Callable[[str], float] = "readability",
-    prompt_set: str = "neutral",
-    *,
-    limit: int | None = 10,
-    max_new_tokens: int = 48,
-    batch_size: int = 8,
-    seed: int = 0,
-    out_dir: str | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Score every (strength_a, strength_b) cell with both scorers: the grids of the paper's Figure 3.
-
-    ``score_a[i][j]`` is the mean of ``scorer_a`` at ``strengths_a[i]``, ``strengths_b[j]``. ``own`` and ``cross``
-    give how far each score moves along its own axis and along the other one (mean range across the grid).
-    """
-    for name in (axis_a, axis_b):
-        if name not in model.axes:
-            raise KeyError(f"Unknown axis {name!r}; axes: {', '.join(model.axes)}.")
-    name_a, fn_a = get_scorer(scorer_a)
-    name_b, fn_b = get_scorer(scorer_b)
-    prompts = load_prompt_set(prompt_set, limit)
-    cells = [(float(a), float(b)) for a in strengths_a for b in strengths_b]
-    jobs = [(p, {axis_a: a, axis_b: b}) for a, b in cells for p in prompts]
-    gens = generate_answers(model, tokenizer, jobs, max_new_tokens, batch_size, progress, desc="sweep")
-    n = len(prompts)
-    grids: dict[str, list[list[dict]]] = {"a": [], "b": [], "nll": []}
-    for i in range(len(strengths_a)):
-        row_a, row_b, row_nll = [], [], []
-        for j in range(len(strengths_b)):
-            block = gens[(i * len(strengths_b) + j) * n : (i * len(strengths_b) + j + 1) * n]
-            row_a.append(mean_summary([fn_a(g.text) for g in block], seed=seed))
-            row_b.append(mean_summary([fn_b(g.text) for g in block], seed=seed))
-            row_nll.append(mean_summary([g.nll for g in block], seed=seed))
-        grids["a"].append(row_a)
-        grids["b"].append(row_b)
-        grids["nll"].append(row_nll)
-
-    def values(grid):
-        return [[c["value"] for c in row] for row in grid]
-
-    result = {
-        "meta": {
-            "seed": seed,
-            "prompt_set": prompt_set,
-            "n": n,
-            "max_new_tokens": max_new_tokens,
-            "decoding": "greedy",
-            "composition": model.config.composition,
-            "pack": str(getattr(model, "name_or_path", "") or "") or None,
-            "versions": _versions(),
-        },
-        "axis_a": axis_a,
-        "axis_b": axis_b,
-        "scorer_a": name_a,
-        "scorer_b": name_b,
-        "strengths_a": [float(s) for s in strengths_a],
-        "strengths_b": [float(s) for s in strengths_b],
-        "score_a": values(grids["a"]),
-        "score_b": values(grids["b"]),
-        "nll": values(grids["nll"]),
-        "cells_a": grids["a"],
-        "cells_b": grids["b"],
-        "own": {"a": _mean_range(values(grids["a"]), 0), "b": _mean_range(values(grids["b"]), 1)},
-        "cross": {"a": _mean_range(values(grids["a"]), 1), "b": _mean_range(values(grids["b"]), 0)},
-        "answers": [{"prompt": g.prompt, "steering": g.steering, "answer": g.text} for g in gens],
-    }
-    if out_dir is not None:
-        from .report import write_sweep
-
-        write_sweep(result, out_dir)
-    return result
-
-
-def _mean_range(grid: list[list[float]], along: int) -> float:
-    """Mean over lines of (max - min) along rows (0: down the first index) or columns (1); NaNs ignored."""
-    lines = [list(col) for col in zip(*grid)] if along == 0 else grid
-    spans = []
-    for line in lines:
-        kept = [v for v in line if not math.isnan(v)]
-        if kept:
-            spans.append(max(kept) - min(kept))
-    return sum(spans) / len(spans) if spans else math.nan

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..runtime.positions import position_ids
+
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -63,11 +65,6 @@ def paired_delta_summary(values: Sequence[float], reference: Sequence[float], se
     return mean_summary(diffs, seed=seed)
 
 
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip left padding, as generate() computes them."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-
-
 @torch.no_grad()
 def sequence_nll(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor
@@ -76,9 +73,7 @@ def sequence_nll(
 
     ``input_ids`` may be left-padded; position ids are derived from ``attention_mask``. Rows without targets get NaN.
     """
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
-    ).logits
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)).logits
     logprobs = F.log_softmax(logits[:, :-1].float(), dim=-1)
     token_lp = logprobs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
     mask = target_mask[:, 1:].float()

@@ -1,0 +1,85 @@
+"""``alignez build --axis A --out DIR``: build a steering pack from unlabeled queries (options: ``BuildConfig``)."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+from ..builder.config import BuildConfig
+from ..builder.strategies import STRATEGIES
+from .options import add_config_arguments, config_from_args
+from .push import add_push_options, push_from_args
+
+BUNDLED_QUERIES = "build_queries.txt"
+
+
+def bundled_queries() -> Path:
+    """The query set that ships with alignez-hf (``alignez_hf/data/build_queries.txt``), used without ``--queries``."""
+    return Path(str(resources.files("alignez_hf") / "data" / BUNDLED_QUERIES))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("build", help="Build a steering pack from unlabeled queries (no labels, no training).")
+    p.add_argument("--base", default="smollm2-135m", help="Hub id, local folder, or embedded model name.")
+    p.add_argument(
+        "--axis",
+        action="append",
+        required=True,
+        help="Preset (harmless, helpful, humor, cheerful, simple) or 'name=positive,negative', optionally with "
+        "'@refusal' or '@sentiment' (the behaviour its positive pole should raise, checked on the model). Repeat "
+        "for several axes.",
+    )
+    p.add_argument("--out", required=True, help="Output folder of the pack (also holds self_generated.jsonl).")
+    p.add_argument(
+        "--queries",
+        default=None,
+        help=f"Query file: .txt (one per line), .jsonl or .csv (default: the bundled alignez_hf/data/"
+        f"{BUNDLED_QUERIES}).",
+    )
+    p.add_argument("--column", default=None, help="Field or column holding the query (.jsonl/.csv).")
+    p.add_argument("--max-queries", type=int, default=None, help="Use only the first N queries.")
+    p.add_argument("--overwrite", action="store_true", help="Replace a different pack already in --out.")
+    add_config_arguments(
+        p.add_argument_group("build options (alignez_hf.builder.BuildConfig)"),
+        BuildConfig,
+        overrides={"strategy": {"choices": list(STRATEGIES)}},
+    )
+    p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Upload the pack to this Hub repo.")
+    add_push_options(p.add_argument_group("push options (with --push-to-hub)"))
+    return p
+
+
+def load_base(name_or_path: str):
+    """Load a base model and its tokenizer (embedded names are converted once and cached) and the name to record."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..embedded import EMBEDDED_MODELS, resolve_base
+
+    path = resolve_base(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval()
+    # Packs of embedded models name the public Hub id, so they stay valid on machines that download it.
+    recorded = EMBEDDED_MODELS[name_or_path].hub_id if name_or_path in EMBEDDED_MODELS else name_or_path
+    return model, tokenizer, recorded
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build a pack from the command line."""
+    from ..builder import AlignEZBuilder, load_queries
+
+    if args.queries is None:
+        path = bundled_queries()
+        queries = load_queries(path, max_queries=args.max_queries)
+        print(f"No --queries given: building from the bundled query set {path.name} ({len(queries)} queries, {path}).")
+    else:
+        queries = load_queries(args.queries, column=args.column, max_queries=args.max_queries)
+    model, tokenizer, recorded = load_base(args.base)
+    builder = AlignEZBuilder(
+        model, tokenizer, axes=args.axis, config=config_from_args(BuildConfig, args), base_model_name_or_path=recorded
+    )
+    builder.build(queries, output_dir=args.out, overwrite=args.overwrite)
+    print(f"\nLoad it with: AlignEZForCausalLM.from_pretrained({args.out!r})")
+    if args.push_to_hub:
+        return push_from_args(args.out, args.push_to_hub, args)
+    return 0

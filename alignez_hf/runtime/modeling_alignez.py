@@ -1,0 +1,444 @@
+"""AlignEZForCausalLM: a base causal LM plus steering subspaces, edited by hooks inside forward() and generate().
+
+The facade of the runtime. The files of this folder import only each other (single-dot imports), torch,
+transformers and safetensors, so a pack ships them as remote code: axes.py (the axis registry), plan.py (the
+engine-neutral steering plan), hooks.py (the transformers hook adapter), serialization.py (pack files), edits.py,
+gates.py, layers.py, positions.py, constants.py and configuration_alignez.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+
+from .axes import AxisRegistry, AxisView
+from .configuration_alignez import AlignEZConfig, base_fingerprint, check_fingerprint, check_option
+from .constants import EDIT_RULES, OPTION_FIELDS, STEERING_FILE
+from .gates import CACHE_NAMES, apply_gates, check_gate, judge
+from .hooks import EditHooks, can_reuse_prefill, read_prompt
+from .layers import find_decoder_layers
+from .plan import Steering, build_plan, check_strength, per_query_masks, resolve_strengths
+from .serialization import (
+    load_base,
+    load_tokenizer,
+    pack_file,
+    read_steering,
+    save_atomically,
+    write_pack,
+)
+
+# Keyword arguments of from_pretrained that locate files on the Hub; they apply to the pack and the base alike.
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
+
+
+class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
+    """A causal LM whose hidden states are edited along saved steering subspaces during forward and generate."""
+
+    config_class = AlignEZConfig
+    base_model_prefix = "base"
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+
+    def __init__(self, config: AlignEZConfig, base_model: PreTrainedModel | None = None, tokenizer=None):
+        super().__init__(config)
+        if base_model is None:
+            raise ValueError(
+                "AlignEZForCausalLM needs a base model: use AlignEZForCausalLM.from_pretrained(pack) or "
+                "AlignEZForCausalLM.from_base(base_model)."
+            )
+        self.base = base_model
+        self.tokenizer = tokenizer
+        check_fingerprint(config, base_model.config)
+        num_layers = config.base_fingerprint.get("num_hidden_layers")
+        path, self._decoder_layers = find_decoder_layers(base_model, num_layers, config.layers_path)
+        config.layers_path = path
+        self._registry = AxisRegistry(config)
+        self._disabled = False
+        self._active = False  # a steering call is running (its hooks are in place)
+        self._overrides: list[dict[str, Any]] = []
+        if getattr(base_model, "generation_config", None) is not None:
+            self.generation_config = base_model.generation_config
+        self.post_init()
+
+    # PreTrainedModel would re-initialise the base's weights; they are already trained.
+    def init_weights(self):
+        pass
+
+    def _init_weights(self, module):
+        pass
+
+    # ------------------------------------------------------------------ axes
+    @classmethod
+    def from_base(
+        cls,
+        base_model: PreTrainedModel,
+        tokenizer=None,
+        *,
+        hook_point: str = "residual",
+        layer_policy: str = "static",
+        top_n: int = 5,
+        positions: str = "last",
+        composition: str = "sequential",
+        layers_path: str | None = None,
+        base_model_name_or_path: str | None = None,
+        base_model_revision: str | None = None,
+    ) -> AlignEZForCausalLM:
+        """Wrap a loaded causal LM with no axes yet; add them with ``add_axis``."""
+        if not isinstance(base_model, PreTrainedModel):
+            raise TypeError(f"base_model must be a transformers PreTrainedModel, got {type(base_model).__name__}.")
+        config = AlignEZConfig(
+            base_model_name_or_path=base_model_name_or_path or base_model.config.name_or_path or None,
+            base_model_revision=base_model_revision or getattr(base_model.config, "_commit_hash", None),
+            base_fingerprint=base_fingerprint(base_model.config),
+            hook_point=hook_point,
+            layers_path=layers_path,
+            layer_policy=layer_policy,
+            top_n=top_n,
+            positions=positions,
+            composition=composition,
+        )
+        return cls(config, base_model=base_model, tokenizer=tokenizer)
+
+    def add_axis(
+        self,
+        name: str,
+        directions: Mapping[int, torch.Tensor],
+        rule: str = "additive",
+        strength: float = 1.0,
+        *,
+        scales: Mapping[int, torch.Tensor] | None = None,
+        positive: str | None = None,
+        negative: str | None = None,
+        stats: Mapping[str, torch.Tensor] | None = None,
+        gate: Mapping[str, Any] | None = None,
+        replace: bool = False,
+        **metadata: Any,
+    ) -> None:
+        """Add a steering axis from per-layer directions ``{layer: Tensor[k, d] or Tensor[d]}``.
+
+        Directions are stored as unit rows; for the ``additive`` rule their norms become the push sizes unless
+        ``scales`` gives them. ``gate`` is a self-judged gate (``gates.py``); ``stats`` holds extra tensors saved
+        with the pack; ``metadata`` (JSON) is kept in the axis entry and shown by ``model.axes[name].metadata``.
+        """
+        self._registry.add(
+            name,
+            directions,
+            rule,
+            strength,
+            scales=scales,
+            positive=positive,
+            negative=negative,
+            stats=stats,
+            gate=gate,
+            replace=replace,
+            metadata=metadata,
+        )
+
+    def remove_axis(self, name: str) -> None:
+        """Remove a steering axis."""
+        self._registry.remove(name)
+
+    @contextlib.contextmanager
+    def temporary_axis(self, name: str, directions: Mapping[int, torch.Tensor], **kwargs: Any) -> Iterator[str]:
+        """An axis that exists only inside the block (``add_axis`` arguments); yields its name."""
+        self.add_axis(name, directions, **kwargs)
+        try:
+            yield name
+        finally:
+            self.remove_axis(name)
+
+    @contextlib.contextmanager
+    def random_control(self, axis: str, seed: int = 0, name: str | None = None) -> Iterator[str]:
+        """A temporary axis of the same size as ``axis`` along random orthonormal directions: same layers, ranks,
+        push sizes, rule and gate, default strength 0. Yields its name; the noise floor of any effect of ``axis``."""
+        view = self.axes[axis]
+        name = name or f"random_control_{axis}"
+        scales = self._registry.tensors(axis)["scales"]
+        directions = self._registry.random_like(axis, seed)
+        gate = dict(view.gate) if view.gate is not None else None
+        with self.temporary_axis(
+            name,
+            directions,
+            rule=self.effective_rule(axis),
+            strength=0.0,
+            scales=scales,
+            gate=gate,
+            random_control_of=axis,
+            seed=seed,
+        ):
+            yield name
+
+    @property
+    def axes(self) -> Mapping[str, AxisView]:
+        """Read-only view of the axes, by name."""
+        return MappingProxyType({name: self._registry.view(name) for name in self._registry.names})
+
+    def axis_tensors(self, name: str) -> dict[str, dict]:
+        """Copies of one axis's stored tensors: ``directions``, ``scales`` (per layer) and ``stats``."""
+        return self._registry.tensors(name)
+
+    def update_axis_metadata(self, name: str, **metadata: Any) -> None:
+        """Set JSON metadata keys of an axis (as ``add_axis(**metadata)`` does), e.g. the builder's report."""
+        self._registry.update_metadata(name, metadata)
+
+    def set_strength(self, name: str, value: float) -> None:
+        """Set the default strength of one axis (0 turns it off)."""
+        self._registry.entry(name)["strength"] = check_strength(name, value)
+
+    def set_gate(self, name: str, gate: Mapping[str, Any] | None) -> None:
+        """Put a self-judged gate on an axis (the builder makes them; see ``gates.py``), or remove it with ``None``."""
+        entry = self._registry.entry(name)
+        if gate is None:
+            entry.pop("gate", None)
+            return
+        gate = dict(gate)
+        check_gate(name, gate)
+        entry["gate"] = gate
+
+    def set_gate_threshold(self, name: str, value: float) -> None:
+        """Move the threshold of an axis's gate (``set_gate(name, None)`` removes the gate)."""
+        gate = self._registry.entry(name).get("gate")
+        if not gate:
+            raise ValueError(f"Axis {name!r} has no gate; build it with a gate (AlignEZBuilder(gate=True)) first.")
+        self.set_gate(name, {**gate, "threshold": value})
+
+    def gate_scores(self, name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """The model's own 0-9 rating of each prompt that the gate of axis ``name`` compares with its threshold."""
+        gate = self._registry.entry(name).get("gate")
+        if not gate:
+            raise ValueError(f"Axis {name!r} has no gate.")
+        return self._judge(gate, input_ids, attention_mask)
+
+    def _judge(self, gate, input_ids, attention_mask):
+        with self.steering_disabled():
+            return judge(self.base, gate, input_ids, attention_mask)
+
+    # ------------------------------------------------------------------ scoped options
+    @contextlib.contextmanager
+    def steering_disabled(self) -> Iterator[None]:
+        """Run the unedited base model inside this block."""
+        previous, self._disabled = self._disabled, True
+        try:
+            yield
+        finally:
+            self._disabled = previous
+
+    @contextlib.contextmanager
+    def steering_options(self, *, rules: Mapping[str, str] | None = None, **options: Any) -> Iterator[None]:
+        """Override how the pack steers inside this block, without changing the pack.
+
+        ``options``: any of ``hook_point``, ``layer_policy``, ``top_n``, ``positions`` (``"all"`` edits every
+        position, e.g. to score given text under steering) and ``composition``; ``rules`` maps axis names to another
+        edit rule. Blocks nest; the innermost value wins.
+        """
+        for field, value in options.items():
+            check_option(field, value)
+        rules = dict(rules or {})
+        for name, rule in rules.items():
+            self._registry.entry(name)
+            if rule not in EDIT_RULES:
+                raise ValueError(f"Unknown edit rule {rule!r} for axis {name!r}; known rules: {', '.join(EDIT_RULES)}.")
+        self._overrides.append({**options, "rules": rules})
+        try:
+            yield
+        finally:
+            self._overrides.pop()
+
+    def steering_option(self, field: str) -> Any:
+        """The value of a steering option now: the innermost ``steering_options`` override, else the pack's."""
+        if field not in OPTION_FIELDS:
+            raise ValueError(f"{field!r} is not a steering option; options: {', '.join(OPTION_FIELDS)}.")
+        return next((o[field] for o in reversed(self._overrides) if field in o), getattr(self.config, field))
+
+    def effective_rule(self, name: str) -> str:
+        """The edit rule axis ``name`` uses now: a ``steering_options(rules=...)`` override, else its own."""
+        return (
+            next((o["rules"][name] for o in reversed(self._overrides) if name in o["rules"]), None)
+            or (self._registry.entry(name)["rule"])
+        )
+
+    # ------------------------------------------------------------------ running
+    def forward(self, *args, steering: Steering = None, **kwargs):
+        """The base model's forward, with hidden states edited as configured (``steering`` overrides strengths)."""
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        with self._steering(steering, input_ids, kwargs.get("attention_mask"), kwargs.get("inputs_embeds")):
+            return self.base(*args, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, inputs: torch.Tensor | None = None, steering: Steering = None, **kwargs):
+        """``generate`` of the base model with steering; ``steering`` is a dict of strengths or one dict per row."""
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        mask, embeds = kwargs.get("attention_mask"), kwargs.get("inputs_embeds")
+        with self._steering(steering, input_ids, mask, embeds, generate_kwargs=kwargs):
+            return self.base.generate(inputs, **kwargs)
+
+    def prepare_inputs_for_generation(self, *args, **kwargs):
+        return self.base.prepare_inputs_for_generation(*args, **kwargs)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.base.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return self.base.get_output_embeddings()
+
+    @contextlib.contextmanager
+    def _steering(self, steering, input_ids, attention_mask, inputs_embeds, generate_kwargs=None) -> Iterator[None]:
+        """Plan the call (strengths, gates, per-query layers) and keep its hooks in place for the block."""
+        if self._active:  # nested call (e.g. forward inside our own generate): the hooks are in place already
+            yield
+            return
+        reference = input_ids if input_ids is not None else inputs_embeds
+        rows = 1 if reference is None or reference.dim() < 2 else reference.shape[0]
+        names = self._registry.names
+        strengths = resolve_strengths(steering, {n: self._registry.entry(n)["strength"] for n in names}, rows)
+        if self._disabled or not any(bool(s.any()) for s in strengths.values()):
+            yield
+            return
+        gates = {n: self._registry.entry(n)["gate"] for n in names if self._registry.entry(n).get("gate")}
+        apply_gates(strengths, gates, lambda gate: self._judge(gate, input_ids, attention_mask))
+        axes = [self._registry.edit(n, self.effective_rule(n)) for n in names if bool(strengths[n].any())]
+        if not axes:
+            yield
+            return
+        hook_point, masks = self.steering_option("hook_point"), None
+        if self.steering_option("layer_policy") == "per_query":
+            if reference is None:
+                raise ValueError("The per-query layer policy needs input_ids or inputs_embeds to read the prompt.")
+            layers = sorted({layer for axis in axes for layer in axis.layers})
+            # In generate, the unedited pass over the prompt doubles as the prefill: edits only touch the last
+            # position, so the KV cache of every earlier token is exact. Keep it minus the last token, and
+            # generate recomputes that one token with edits: one extra token instead of one extra prompt pass.
+            reuse = generate_kwargs is not None and can_reuse_prefill(
+                input_ids, generate_kwargs, self.generation_config, self.steering_option("positions")
+            )
+            queries, cache = read_prompt(
+                self.base, self._decoder_layers, hook_point, layers, input_ids, attention_mask, inputs_embeds,
+                keep_cache=reuse,
+            )  # fmt: skip
+            if reuse and hasattr(cache, "crop"):
+                cache.crop(-1)  # a negative count removes that many tokens in every transformers version
+                generate_kwargs[CACHE_NAMES[0]] = cache
+            masks = per_query_masks(axes, queries, self.steering_option("top_n"))
+        plan = build_plan(
+            axes,
+            strengths,
+            rows,
+            composition=self.steering_option("composition"),
+            positions=self.steering_option("positions"),
+            masks=masks,
+        )
+        self._active = True
+        try:
+            with EditHooks(self.base, self._decoder_layers, hook_point, plan):
+                yield
+        finally:
+            self._active = False
+
+    @torch.no_grad()
+    def query_embeddings(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        layers: Sequence[int] | None = None,
+        last_k: int | torch.Tensor = 1,
+    ) -> dict[int, torch.Tensor]:
+        """Unedited hook-point outputs at each row's last real token, ``{layer: Tensor[rows, d]}`` (float32).
+
+        ``last_k`` (an int, or one count per row) averages over each row's last k real tokens instead.
+        """
+        layers = range(len(self._decoder_layers)) if layers is None else layers
+        hook_point = self.steering_option("hook_point")
+        found, _ = read_prompt(
+            self.base, self._decoder_layers, hook_point, list(layers), input_ids, attention_mask, inputs_embeds, last_k
+        )
+        return found
+
+    # ------------------------------------------------------------------ saving
+    def push_to_hub(self, repo_id: str, **kwargs: Any):
+        """Upload this pack with a model card to the Hub (see ``alignez_hf.hub.push_pack`` for the options)."""
+        # Imported here, inside try/except, so the file still loads as remote code where alignez_hf is absent:
+        # transformers' dynamic-module scan skips imports within try blocks.
+        try:
+            from alignez_hf.hub import push_pack
+        except ImportError as err:
+            raise ImportError(
+                "Pushing a steering pack needs the alignez-hf package (pip install alignez-hf); loading one does not."
+            ) from err
+        return push_pack(self, repo_id, **kwargs)
+
+    def steering_state_dict(self) -> dict[str, torch.Tensor]:
+        """All steering tensors under ``{axis}.layers.{layer}.{directions|scales}`` and ``{axis}.stats.{name}``."""
+        return self._registry.state_dict()
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, include_base: bool = False, push_to_hub: bool = False, **kwargs
+    ) -> None:
+        """Write a steering pack (config, ``steering.safetensors``, tokenizer, runtime code) atomically.
+
+        With ``include_base=True`` the base model's weights are bundled in a ``base/`` subfolder.
+        """
+        if push_to_hub:
+            raise ValueError("Use model.push_to_hub(repo_id) to upload a pack.")
+        if not self.config.axes:
+            raise ValueError("This model has no steering axes to save; add one with add_axis() first.")
+        save_atomically(Path(save_directory), lambda folder: write_pack(self, folder, include_base, **kwargs))
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args,
+        config: AlignEZConfig | None = None,
+        base_model: PreTrainedModel | None = None,
+        base_model_name_or_path: str | None = None,
+        base_model_revision: str | None = None,
+        **kwargs,
+    ) -> AlignEZForCausalLM:
+        """Load a pack (or bundle): its base model by recorded id and revision, then the steering tensors.
+
+        Usual loading kwargs (``dtype``, ``device_map``, ``token``, ``cache_dir``, ...) go to the base; ``revision``
+        and ``subfolder`` pin the pack. ``base_model`` attaches the pack to an already loaded model instead. The
+        pack's tokenizer, when it has one, is attached as ``model.tokenizer``.
+        """
+        source = str(pretrained_model_name_or_path)
+        revision = kwargs.pop("revision", None)
+        subfolder = kwargs.pop("subfolder", "") or ""
+        kwargs.pop("trust_remote_code", None)
+        for ignored in ("_from_auto", "_from_pipeline", "_commit_hash", "adapter_kwargs", "use_safetensors"):
+            kwargs.pop(ignored, None)
+        hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+        if config is None:
+            config = AlignEZConfig.from_pretrained(source, revision=revision, subfolder=subfolder, **hub)
+        elif not isinstance(config, AlignEZConfig):
+            raise TypeError(
+                f"{source} is not an AlignEZ steering pack (its config is {type(config).__name__}); "
+                "build one with `alignez build` or AlignEZForCausalLM.from_base()."
+            )
+        if not config.axes and not config.base_model_name_or_path:
+            raise TypeError(
+                f"{source} is not an AlignEZ steering pack (its config.json names no base model and no axes); "
+                "build one with `alignez build` or AlignEZForCausalLM.from_base()."
+            )
+        tensors = read_steering(pack_file(source, STEERING_FILE, revision, subfolder, hub), source)
+        if base_model is None:
+            base_model = load_base(
+                source, config, revision, subfolder, base_model_name_or_path, base_model_revision, *model_args, **kwargs
+            )
+        tokenizer = load_tokenizer(source, revision, subfolder, hub, base_model.config)
+        model = cls(config, base_model=base_model, tokenizer=tokenizer)
+        model._registry.load_state_dict(tensors, source)
+        model.name_or_path = source
+        model.eval()
+        return model
