@@ -3,7 +3,22 @@
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from .embedded import EMBEDDED_MODELS, default_base_model, embedded_base_for, embedded_model_path
-from .runtime import BASE_RESOLVERS, AlignEZConfig, AlignEZForCausalLM, AxisView, SteeringPlan
+from .runtime import (
+    BASE_RESOLVERS,
+    AlignEZConfig,
+    AlignEZError,
+    AlignEZForCausalLM,
+    AxisView,
+    BaseModelError,
+    GateError,
+    NotAPackError,
+    PackError,
+    PackFileError,
+    SteeringError,
+    SteeringPlan,
+    SteeringTypeError,
+    UnknownAxisError,
+)
 
 __version__ = "0.1.0"
 
@@ -15,9 +30,18 @@ if embedded_base_for not in BASE_RESOLVERS:
 __all__ = [
     "EMBEDDED_MODELS",
     "AlignEZConfig",
+    "AlignEZError",
     "AlignEZForCausalLM",
     "AxisView",
+    "BaseModelError",
+    "GateError",
+    "NotAPackError",
+    "PackError",
+    "PackFileError",
+    "SteeringError",
     "SteeringPlan",
+    "SteeringTypeError",
+    "UnknownAxisError",
     "default_base_model",
     "embedded_model_path",
 ]

@@ -198,9 +198,9 @@ def test_push_then_load_by_repo_id_everywhere(hub_packs, hub_server, hub_env, de
     assert out["missing_repo"][0] == "OSError" and "user/no-such-pack" in out["missing_repo"][1]
     assert out["missing_revision"][0] == "OSError" and "v9" in out["missing_revision"][1]
     kind, message = out["missing_base"]
-    assert kind == "OSError" and "user/deleted-base" in message and "base_model_name_or_path" in message
+    assert kind == "BaseModelError" and "user/deleted-base" in message and "base_model_name_or_path" in message
     kind, message = out["corrupt"]
-    assert kind == "ValueError" and "truncated or corrupt" in message and "user/corrupt" in message
+    assert kind == "PackError" and "truncated or corrupt" in message and "user/corrupt" in message
 
     remote = (
         BLOCK_PACKAGE

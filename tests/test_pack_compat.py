@@ -19,6 +19,9 @@ PER_ROW = [{"a": 0.1}, {"a": -0.05, "b": 0.5}, {"b": 30.0}]
 
 @pytest.mark.parametrize("name", ["pack_v0_static", "pack_v0_per_query"])
 def test_old_pack_gives_the_same_outputs(name):
+    """Each row of a batch gives what the old code gave for that row alone ("alone" in expected.json, recorded by
+    3d8a93c). For the static pack that is also the old batched output; the old code's batched output of the
+    per-query pack with the paper's composition depended on the other rows (fixed: see test_runtime_edits.py)."""
     folder = FIXTURES / name
     expected = json.loads((folder / "expected.json").read_text())
     model = AlignEZForCausalLM.from_pretrained(folder)
@@ -26,15 +29,20 @@ def test_old_pack_gives_the_same_outputs(name):
     assert model.config.format_version == 1
     ids = torch.tensor(expected["input_ids"])
     mask = (ids != 0).long()
+    new = slice(ids.shape[1], None)
     if expected["gate_scores"] is not None:
         assert torch.allclose(model.gate_scores("b", ids, mask), torch.tensor(expected["gate_scores"]), atol=1e-5)
-    assert model.generate(ids, attention_mask=mask, **GEN).tolist() == expected["default"]
-    assert model.generate(ids, attention_mask=mask, steering=PER_ROW, **GEN).tolist() == expected["per_row"]
+    default = model.generate(ids, attention_mask=mask, **GEN)
+    per_row = model.generate(ids, attention_mask=mask, steering=PER_ROW, **GEN)
+    assert default[:, new].tolist() == expected["alone"]["default"]
+    assert per_row[:, new].tolist() == expected["alone"]["per_row"]
+    if name == "pack_v0_static":
+        assert default.tolist() == expected["default"] and per_row.tolist() == expected["per_row"]
     with model.steering_disabled():
         assert model.generate(ids, attention_mask=mask, **GEN).tolist() == expected["disabled"]
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits[:, -1]
-    assert torch.allclose(logits, torch.tensor(expected["logits_last"]), atol=1e-5)
+    assert torch.allclose(logits, torch.tensor(expected["alone"]["logits_last"]), atol=1e-4)
     assert expected["default"] != expected["disabled"]  # the fixture steers: the comparison can fail
 
 

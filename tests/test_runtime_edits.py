@@ -88,3 +88,22 @@ def test_top_n_layers_per_row():
     scores = {3: torch.tensor([0.1, 0.9]), 5: torch.tensor([0.5, 0.2]), 7: torch.tensor([0.4, 0.8])}
     chosen = top_n_layers(scores, 2)
     assert [chosen[layer].tolist() for layer in (3, 5, 7)] == [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+
+
+def test_paper_mix_of_a_row_does_not_depend_on_the_other_rows():
+    torch.manual_seed(0)
+    d = 6
+    x = torch.randn(3, d)
+    terms = [
+        (torch.nn.functional.normalize(torch.randn(2, d), dim=-1), torch.ones(2), "tanh", None),
+        (torch.nn.functional.normalize(torch.randn(1, d), dim=-1), torch.ones(1), "additive", None),
+        (torch.nn.functional.normalize(torch.randn(1, d), dim=-1), torch.ones(1), "relu_suppress", None),
+    ]
+    strengths = torch.tensor([[0.7, 0.0, 0.0], [0.4, 0.6, 0.0], [0.2, 0.3, 0.5]])  # rows steer 1, 2, 3 axes
+    batched = compose(x, [(*t, strengths[:, i]) for i, t in enumerate(terms)], "paper")
+    for row in range(3):
+        own = [(*t, strengths[row : row + 1, i]) for i, t in enumerate(terms) if strengths[row, i] != 0]
+        assert torch.allclose(batched[row], compose(x[row : row + 1], own, "paper")[0], atol=1e-6)
+    # one axis alone is x + w e(x), whatever the composition
+    alone = compose(x[:1], [(*terms[0], strengths[:1, 0])], "sequential")
+    assert torch.allclose(batched[0], alone[0], atol=1e-6)

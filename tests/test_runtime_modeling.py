@@ -390,3 +390,42 @@ def test_from_pretrained_attaches_the_packs_tokenizer(tiny_chat_llama, tiny_llam
     bare.add_axis("a", {1: torch.randn(32)})
     bare.save_pretrained(tmp_path / "without")
     assert AlignEZForCausalLM.from_pretrained(tmp_path / "without", base_model=tiny_llama).tokenizer is None
+
+
+def test_a_local_pack_loads_as_remote_code_and_with_a_config_loaded_first(tiny_base_dir, tmp_path):
+    """Without alignez_hf installed (as lm-eval's `pretrained=PACK,trust_remote_code=True` does), a local pack loads
+    from its own runtime files, and so does one whose config was loaded first and passed as `config=`."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_base_dir)
+    model = AlignEZForCausalLM.from_base(base, base_model_name_or_path=tiny_base_dir)
+    model.add_axis("a", {1: torch.randn(32) * 4})
+    model.save_pretrained(tmp_path / "pack")
+    ids = _ids(rows=2)
+    expected = model.generate(ids, attention_mask=torch.ones_like(ids), **GEN).tolist()
+    child = textwrap.dedent(
+        f"""
+        import json, sys
+        class NoAlignez:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "alignez_hf":
+                    raise ImportError(name)
+        sys.meta_path.insert(0, NoAlignez())
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+        pack, ids = {str(tmp_path / "pack")!r}, torch.tensor({ids.tolist()!r})
+        gen = dict(attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False)
+        model = AutoModelForCausalLM.from_pretrained(pack, trust_remote_code=True)
+        config = AutoConfig.from_pretrained(pack, trust_remote_code=True)
+        again = AutoModelForCausalLM.from_pretrained(pack, config=config, trust_remote_code=True)
+        first, second = model.generate(ids, **gen).tolist(), again.generate(ids, **gen).tolist()
+        print(json.dumps([type(model).__module__, first, second]))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    module, tokens, tokens_again = json.loads(done.stdout.strip().splitlines()[-1])
+    assert module.startswith("transformers_modules") and tokens == expected == tokens_again

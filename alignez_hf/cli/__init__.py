@@ -1,5 +1,5 @@
 """The ``alignez`` command: ``build`` makes a steering pack, ``demo`` shows one at work, ``eval`` measures one,
-``push`` shares one on the Hub.
+``push`` shares one on the Hub, ``export`` folds one into its base's weights, ``serve`` serves one with vLLM.
 
 One module per subcommand, each with ``add_parser(subparsers)`` and ``run(args) -> exit code``, listed in
 ``COMMANDS``. Options shared with the library are generated from its option dataclasses (:mod:`.options`).
@@ -11,10 +11,10 @@ import argparse
 import os
 import sys
 
-from . import build, demo, push
+from . import build, demo, export, push, serve
 from . import eval as eval_command
 
-COMMANDS = {"build": build, "demo": demo, "eval": eval_command, "push": push}
+COMMANDS = {"build": build, "demo": demo, "eval": eval_command, "push": push, "export": export, "serve": serve}
 # Errors that are the user's to fix: printed as one line, exit code 2 (anything else is a bug: traceback).
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError)
 
@@ -31,10 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``alignez`` console script."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPUs: busy-waiting threads collapse throughput
-    args = build_parser().parse_args(argv)
+    # `serve` hands the options it does not know to `vllm serve`; every other command knows all of its own.
+    args, passthrough = build_parser().parse_known_args(argv)
+    if passthrough and args.command != "serve":
+        build_parser().parse_args(argv)  # exits with argparse's own message about the unknown options
     try:
+        if args.command == "serve":
+            return serve.run(args, passthrough)
         return COMMANDS[args.command].run(args)
-    except USER_ERRORS as err:
+    except Exception as err:
+        from ..runtime.errors import AlignEZError  # a base model that cannot be loaded is an OSError of ours
+
+        if not isinstance(err, (*USER_ERRORS, AlignEZError)):
+            raise
         print(f"alignez {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -6,6 +6,17 @@
 
 from .axes import AxisView
 from .configuration_alignez import AlignEZConfig
+from .errors import (
+    AlignEZError,
+    BaseModelError,
+    GateError,
+    NotAPackError,
+    PackError,
+    PackFileError,
+    SteeringError,
+    SteeringTypeError,
+    UnknownAxisError,
+)
 from .modeling_alignez import AlignEZForCausalLM
 from .plan import AxisEdit, LayerEdit, SteeringPlan, build_plan, resolve_strengths
 from .serialization import BASE_RESOLVERS
@@ -13,11 +24,20 @@ from .serialization import BASE_RESOLVERS
 __all__ = [
     "BASE_RESOLVERS",
     "AlignEZConfig",
+    "AlignEZError",
     "AlignEZForCausalLM",
     "AxisEdit",
     "AxisView",
+    "BaseModelError",
+    "GateError",
     "LayerEdit",
+    "NotAPackError",
+    "PackError",
+    "PackFileError",
+    "SteeringError",
     "SteeringPlan",
+    "SteeringTypeError",
+    "UnknownAxisError",
     "build_plan",
     "resolve_strengths",
 ]

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from .constants import AXIS_NAME, AXIS_NAME_RULE, EDIT_RULES, STEERING_FILE
+from .constants import AXIS_NAME, AXIS_NAME_RULE, CONFIG_FILE, EDIT_RULES, MAX_SCALE, STEERING_FILE
+from .errors import PackError, UnknownAxisError, pack_error
 from .gates import check_gate
 from .plan import AxisEdit, check_strength
 
@@ -85,7 +86,7 @@ class AxisRegistry:
         for axis in self.config.axes:
             if axis["name"] == name:
                 return axis
-        raise KeyError(f"Unknown axis {name!r}; this model's axes: {', '.join(self.names) or 'none'}.")
+        raise UnknownAxisError(f"Unknown axis {name!r}; this model's axes: {', '.join(self.names) or 'none'}.")
 
     def view(self, name: str) -> AxisView:
         a = self.entry(name)
@@ -127,7 +128,7 @@ class AxisRegistry:
         if not directions:
             raise ValueError(f"Axis {name!r} needs directions for at least one layer.")
         if gate is not None:
-            gate = dict(gate)
+            gate = dict(gate) if isinstance(gate, Mapping) else gate  # check_gate refuses anything else
             check_gate(name, gate)
         fp = self.config.base_fingerprint
         units, norms = {}, {}
@@ -213,40 +214,89 @@ class AxisRegistry:
         return tensors
 
     def load_state_dict(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
-        """Take the tensors of every axis the config lists from a loaded ``steering.safetensors``, checking them."""
+        """Take the tensors of every axis the config lists from a loaded ``steering.safetensors``, checking them.
+
+        Anything wrong (a tensor the config does not list, layers or ranks that disagree with it, a non-float dtype,
+        a wrong shape, directions that are not unit rows, NaN, Inf or absurd push sizes) is a PackError.
+        """
         fp = self.config.base_fingerprint
+        hidden, num_layers = fp.get("hidden_size"), fp.get("num_hidden_layers")
+        if not isinstance(hidden, int) or not isinstance(num_layers, int):
+            raise pack_error(
+                CONFIG_FILE, source, f"base_fingerprint records no hidden_size or num_hidden_layers ({fp})"
+            )
         names = set(self.names)
         by_axis: dict[str, dict] = {n: {"directions": {}, "scales": {}, "stats": {}} for n in names}
         for key, value in tensors.items():
             parts = key.split(".")
             if parts[0] not in names:
-                raise ValueError(
+                raise PackError(
                     f"{STEERING_FILE} in {source} holds tensor {key!r} for an axis that config.json does not list "
-                    f"(listed: {', '.join(sorted(names)) or 'none'}); the pack is inconsistent."
+                    f"(listed: {', '.join(sorted(names)) or 'none'}); the pack is inconsistent: rebuild or "
+                    "re-download it (force_download=True)."
                 )
-            if len(parts) == 4 and parts[1] == "layers" and parts[3] in ("directions", "scales") and parts[2].isdigit():
+            if len(parts) == 4 and parts[1] == "layers" and parts[3] in ("directions", "scales") and _index(parts[2]):
                 by_axis[parts[0]][parts[3]][int(parts[2])] = value
             elif len(parts) >= 3 and parts[1] == "stats":
                 by_axis[parts[0]]["stats"][".".join(parts[2:])] = value
             else:
-                raise ValueError(f"{STEERING_FILE} in {source} holds an unexpected tensor {key!r}.")
+                raise PackError(
+                    f"{STEERING_FILE} in {source} holds an unexpected tensor {key!r}; rebuild or re-download the pack."
+                )
         for axis in self.config.axes:
             name, found = axis["name"], by_axis[axis["name"]]
+            if not isinstance(axis.get("layers"), list) or not isinstance(axis.get("rank"), dict):
+                raise pack_error(CONFIG_FILE, source, f"axis {name!r} lists no 'layers' or no 'rank'")
             missing = sorted(set(axis["layers"]) - set(found["directions"]))
             if missing or set(found["directions"]) != set(found["scales"]):
-                raise ValueError(
+                raise PackError(
                     f"{STEERING_FILE} in {source} lacks tensors of axis {name!r} for layers {missing or 'scales'}; "
-                    "the pack is incomplete: rebuild or re-download it."
+                    "the pack is incomplete: rebuild or re-download it (force_download=True)."
+                )
+            extra = sorted(set(found["directions"]) - set(axis["layers"]))
+            if extra:
+                raise PackError(
+                    f"{STEERING_FILE} in {source} holds tensors of axis {name!r} for layers {extra} that its entry in "
+                    f"{CONFIG_FILE} does not list; the pack is inconsistent: rebuild or re-download it."
                 )
             for layer, tensor in found["directions"].items():
-                found["directions"][layer] = check_directions(
-                    name, layer, tensor, fp["hidden_size"], fp["num_hidden_layers"]
-                )
                 scales = found["scales"][layer]
-                if scales.shape != (tensor.shape[0],) or not bool(torch.isfinite(scales).all()):
-                    raise ValueError(
-                        f"Axis {name!r}, layer {layer}: scales have shape {tuple(scales.shape)} or non-finite values."
-                    )
+                try:
+                    found["directions"][layer] = check_directions(name, layer, _floats(tensor), hidden, num_layers)
+                    if _floats(scales).shape != (tensor.shape[0],):
+                        raise ValueError(f"scales have shape {tuple(scales.shape)}, not [{tensor.shape[0]}].")
+                    _check_loaded(layer, found["directions"][layer], scales.float(), axis["rank"])
+                except ValueError as err:
+                    raise PackError(
+                        f"{STEERING_FILE} in {source}: Axis {name!r}, layer {layer}: "
+                        f"{str(err).removeprefix(f'Axis {name!r}, layer {layer}: ')} Rebuild or re-download the pack "
+                        "(force_download=True)."
+                    ) from err
             self.directions[name] = found["directions"]
             self.scales[name] = {k: v.float() for k, v in found["scales"].items()}
             self.stats[name] = found["stats"]
+
+
+def _index(text: str) -> bool:
+    """Whether ``text`` is a layer index as tensor names write it (ASCII digits only)."""
+    return text.isascii() and text.isdigit()
+
+
+def _floats(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, or a ValueError when it is not a floating-point tensor."""
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+        raise ValueError(f"tensors must be floating point, got {getattr(tensor, 'dtype', type(tensor).__name__)}.")
+    return tensor
+
+
+def _check_loaded(layer: int, directions: torch.Tensor, scales: torch.Tensor, rank: Mapping) -> None:
+    """What a saved axis promises: ``rank[layer]`` unit directions and finite push sizes of a sane magnitude."""
+    if rank.get(str(layer)) != directions.shape[0]:
+        raise ValueError(
+            f"{directions.shape[0]} directions, but {CONFIG_FILE} gives rank {rank.get(str(layer))!r} for the layer."
+        )
+    norms = directions.norm(dim=-1)
+    if not bool(((norms - 1).abs() <= 1e-3).all()):
+        raise ValueError(f"directions must be unit rows, got norms {[round(float(n), 4) for n in norms]}.")
+    if not bool(torch.isfinite(scales).all()) or not bool((scales.abs() <= MAX_SCALE).all()):
+        raise ValueError(f"scales must be finite numbers of magnitude at most {MAX_SCALE:g}, got {scales.tolist()}.")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+import types
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from transformers import PretrainedConfig
 
 from .constants import (
+    AXIS_NAME,
+    AXIS_NAME_RULE,
     COMPOSITIONS,
+    CONFIG_FILE,
     EDIT_RULES,
     FINGERPRINT_KEYS,
     FORMAT_VERSION,
@@ -16,6 +24,7 @@ from .constants import (
     OPTION_FIELDS,
     POSITIONS,
 )
+from .errors import PackError, PackFileError, pack_error, reason
 from .gates import check_gate
 from .plan import check_strength
 
@@ -84,10 +93,13 @@ class AlignEZConfig(PretrainedConfig):
     ):
         self.base_model_name_or_path = base_model_name_or_path
         self.base_model_revision = base_model_revision
-        self.base_fingerprint = dict(base_fingerprint or {})
+        # Copies of what can be copied; anything else is kept as given for validate_steering to refuse.
+        fingerprint = {} if base_fingerprint is None else base_fingerprint
+        self.base_fingerprint = dict(fingerprint) if isinstance(fingerprint, Mapping) else fingerprint
         self.hook_point = hook_point
         self.layers_path = layers_path
-        self.axes = [dict(a) for a in (axes or [])]
+        axes = [] if axes is None else axes
+        self.axes = [dict(a) if isinstance(a, Mapping) else a for a in axes] if isinstance(axes, list) else axes
         self.layer_policy = layer_policy
         self.top_n = top_n
         self.positions = positions
@@ -97,7 +109,7 @@ class AlignEZConfig(PretrainedConfig):
         self.validate_steering()
 
     def validate_steering(self) -> None:
-        """Raise a ValueError naming the field when a steering option is not one of its allowed values."""
+        """Raise a ValueError naming the field when a field has the wrong type or a value it does not allow."""
         if not isinstance(self.format_version, int) or isinstance(self.format_version, bool):
             raise ValueError(f"AlignEZConfig.format_version must be an integer, got {self.format_version!r}.")
         if self.format_version > FORMAT_VERSION:
@@ -105,13 +117,33 @@ class AlignEZConfig(PretrainedConfig):
                 f"This steering pack has format version {self.format_version}, newer than the {FORMAT_VERSION} this "
                 "alignez-hf reads; upgrade it (pip install -U alignez-hf) to load the pack."
             )
+        if self.format_version < 1:
+            raise ValueError(f"AlignEZConfig.format_version must be at least 1, got {self.format_version}.")
         for field in OPTION_FIELDS:
             check_option(field, getattr(self, field))
+        for field in ("base_model_name_or_path", "base_model_revision", "bundled_base"):
+            value = getattr(self, field, None)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"AlignEZConfig.{field} must be a string or null, got {value!r}.")
+        if self.layers_path is not None and (
+            not isinstance(self.layers_path, str) or not LAYERS_PATH.match(self.layers_path)
+        ):
+            raise ValueError(
+                "AlignEZConfig.layers_path must be a dotted attribute path such as 'model.layers', "
+                f"got {self.layers_path!r}."
+            )
+        num_layers = check_base_fingerprint(self.base_fingerprint)
+        if not isinstance(self.axes, list):
+            raise ValueError(f"AlignEZConfig.axes must be a list of axis entries, got {self.axes!r}.")
         seen = set()
-        for axis in self.axes:
+        for index, axis in enumerate(self.axes):
+            if not isinstance(axis, dict):
+                raise ValueError(f"AlignEZConfig.axes[{index}] must be an object (an axis entry), got {axis!r}.")
             name = axis.get("name")
             if not name or not isinstance(name, str):
                 raise ValueError(f"Every axis needs a non-empty string 'name', got {axis!r}.")
+            if not AXIS_NAME.match(name):
+                raise ValueError(f"Axis names use {AXIS_NAME_RULE}; got {name!r}.")
             if name in seen:
                 raise ValueError(f"Axis {name!r} appears twice in the config.")
             seen.add(name)
@@ -120,6 +152,49 @@ class AlignEZConfig(PretrainedConfig):
             check_strength(name, axis.get("strength"))
             if axis.get("gate") is not None:
                 check_gate(name, axis["gate"])
+            check_layers(name, axis, num_layers)
+            for pole in ("positive", "negative"):
+                if axis.get(pole) is not None and not isinstance(axis[pole], str):
+                    raise ValueError(f"Axis {name!r}: {pole!r} must be a string or null, got {axis[pole]!r}.")
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        """The config of a loaded ``config.json``; any problem with it is a PackError naming the file."""
+        try:
+            if not isinstance(config_dict, dict):
+                raise ValueError(f"it holds a JSON {type(config_dict).__name__}, not an object")
+            clash = sorted(k for k in config_dict if _shadows(cls, k))
+            if clash:
+                raise ValueError(f"its keys {clash} would replace methods or read-only properties of AlignEZConfig")
+            labels = config_dict.get("num_labels", 2)
+            if not _int(labels) or not 0 <= labels <= MAX_LABELS:  # transformers builds a dict of that many labels
+                raise ValueError(f"num_labels must be an integer from 0 to {MAX_LABELS}, got {labels!r}")
+            return super().from_dict(config_dict, **kwargs)
+        except PackError:
+            raise
+        except Exception as err:
+            raise pack_error(CONFIG_FILE, None, reason(err)) from err
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Load the config of a pack (folder or Hub id); a malformed ``config.json`` is a PackError naming it."""
+        source = str(pretrained_model_name_or_path)
+        folder = Path(source, kwargs.get("subfolder") or "")
+        if folder.is_dir() and not (folder / CONFIG_FILE).is_file():
+            raise PackFileError(f"{folder} has no {CONFIG_FILE}; it is not a complete steering pack.")
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except PackError as err:
+            problem = getattr(err, "problem", None)
+            if problem is None:
+                raise
+            raise pack_error(CONFIG_FILE, source, problem) from err
+        except OSError as err:
+            if "not a valid JSON" not in str(err):  # a download that failed, a missing file: not the pack's content
+                raise
+            raise pack_error(CONFIG_FILE, source, "it is not valid JSON (or not UTF-8)") from err
+        except Exception as err:
+            raise pack_error(CONFIG_FILE, source, reason(err)) from err
 
     @property
     def axis_names(self) -> list[str]:
@@ -127,16 +202,74 @@ class AlignEZConfig(PretrainedConfig):
 
 
 def check_fingerprint(config: AlignEZConfig, base_config) -> None:
-    """Raise a ValueError naming both models when ``base_config`` does not fit the pack (or record it if unset)."""
+    """Raise a PackError naming both models when ``base_config`` does not fit the pack.
+
+    Fields the pack leaves out or null are taken from the base (all of them when the pack records none).
+    """
     expected = config.base_fingerprint
     actual = base_fingerprint(base_config)
-    if not expected:
-        config.base_fingerprint = actual
-        return
     diffs = [k for k in expected if expected.get(k) is not None and expected.get(k) != actual.get(k)]
     if diffs:
         detail = ", ".join(f"{k}: pack {expected[k]!r} vs base {actual.get(k)!r}" for k in diffs)
-        raise ValueError(
+        raise PackError(
             f"This steering pack was built for {config.base_model_name_or_path or 'another model'} and does not fit "
-            f"the base model {getattr(base_config, 'name_or_path', '') or type(base_config).__name__} ({detail})."
+            f"the base model {getattr(base_config, 'name_or_path', '') or type(base_config).__name__} ({detail}; "
+            f"base_fingerprint in its {CONFIG_FILE}). Load it with the base it was built for."
         )
+    config.base_fingerprint = {**actual, **{k: v for k, v in expected.items() if v is not None}}
+
+
+MAX_LABELS = 1024  # a pack has no labels; PretrainedConfig makes num_labels of them, so a huge count would hang
+# A dotted attribute path: names of letters, digits and '_', not private.
+LAYERS_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*(\.[A-Za-z0-9][A-Za-z0-9_]*)*$")
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_base_fingerprint(fingerprint: Any) -> int | None:
+    """Raise a ValueError when ``base_fingerprint`` is malformed; return its layer count (None when unknown)."""
+    if not isinstance(fingerprint, dict):
+        raise ValueError(f"AlignEZConfig.base_fingerprint must be an object, got {fingerprint!r}.")
+    unknown = sorted(map(str, set(fingerprint) - set(FINGERPRINT_KEYS)))
+    if unknown:
+        raise ValueError(
+            f"AlignEZConfig.base_fingerprint has unknown keys {unknown}; known: {', '.join(FINGERPRINT_KEYS)}."
+        )
+    for key, value in fingerprint.items():
+        ok = isinstance(value, str) if key == "model_type" else _int(value) and value >= 1
+        if value is not None and not ok:
+            kind = "a string" if key == "model_type" else "a positive integer"
+            raise ValueError(f"AlignEZConfig.base_fingerprint[{key!r}] must be {kind} or null, got {value!r}.")
+    return fingerprint.get("num_hidden_layers")
+
+
+def check_layers(name: str, axis: dict, num_layers: int | None) -> None:
+    """Raise a ValueError when an axis entry's ``layers`` or ``rank`` (optional here) are malformed or disagree."""
+    layers = axis.get("layers")
+    if layers is not None:
+        if not isinstance(layers, list) or not all(_int(x) for x in layers) or len(set(layers)) != len(layers):
+            raise ValueError(f"Axis {name!r}: 'layers' must be a list of distinct layer indices, got {layers!r}.")
+        out = [x for x in layers if x < 0 or (num_layers is not None and x >= num_layers)]
+        if out:
+            limit = f"; the base has {num_layers} layers" if num_layers is not None else ""
+            raise ValueError(f"Axis {name!r}: layers {out} are out of range{limit}.")
+    rank = axis.get("rank")
+    if rank is not None:
+        if not isinstance(rank, dict) or not all(
+            isinstance(k, str) and k.isdigit() and k.isascii() and _int(v) and v >= 1 for k, v in rank.items()
+        ):
+            raise ValueError(f"Axis {name!r}: 'rank' must map layer numbers (strings) to counts >= 1, got {rank!r}.")
+        if layers is not None and {int(k) for k in rank} != set(layers):
+            raise ValueError(
+                f"Axis {name!r}: 'rank' covers layers {sorted(int(k) for k in rank)}, not {sorted(layers)}."
+            )
+
+
+def _shadows(cls, key: Any) -> bool:
+    """Whether setting attribute ``key`` on a config would replace a method or a read-only property of ``cls``."""
+    attr = inspect.getattr_static(cls, key, None) if isinstance(key, str) else None
+    if isinstance(attr, property):
+        return attr.fset is None
+    return isinstance(attr, (types.FunctionType, classmethod, staticmethod, types.BuiltinFunctionType))

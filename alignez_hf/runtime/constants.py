@@ -22,3 +22,7 @@ OPTION_FIELDS = ("hook_point", "layer_policy", "top_n", "positions", "compositio
 
 AXIS_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 AXIS_NAME_RULE = "letters, digits, '_' and '-' only"
+# The largest strength magnitude (config or steering=) and push size (scales) a pack may hold: larger ones only
+# overflow the hidden states (NaN logits), so they are refused.
+MAX_STRENGTH = 1e4
+MAX_SCALE = 1e6

@@ -48,6 +48,21 @@ def compose(
         return x
     if composition != "paper":
         raise ValueError(f"Unknown composition {composition!r}; known: sequential, paper.")
+    # The paper's mix depends on how many axes act on a row; rows of one batch may steer different axes (or none at
+    # a layer under per-query layers), so each group of rows gets the mix of its own active axes: a row comes out
+    # as it would alone.
+    active = torch.stack([strength != 0 for *_, strength in edits], 1)
+    patterns = active.unique(dim=0)
+    if len(patterns) > 1 or not bool(patterns.all()):
+        out = x.clone()
+        for pattern in patterns:
+            rows = (active == pattern).all(1)
+            sub = [
+                (d, s, r, None if m is None else m[rows], w[rows]) for (d, s, r, m, w), on in zip(edits, pattern) if on
+            ]
+            if sub:
+                out[rows] = compose(x[rows], sub, composition)
+        return out
     if len(edits) == 2:
         (d1, s1, r1, m1, w1), (d2, s2, r2, m2, w2) = edits
         x1 = x + w1[:, None] * axis_edit(x, d1, s1, r1, m1)

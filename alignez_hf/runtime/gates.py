@@ -15,33 +15,50 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from transformers.generation import utils as generation_utils
 
+from .errors import GateError, SteeringError
 from .positions import left_pad, position_ids
 
 GATE_KINDS = ("self_judge",)
 GATE_TOKEN_FIELDS = ("user_start", "turn_end", "before", "after", "digits")
+MAX_TOKEN_ID = 2**31 - 1  # no vocabulary is larger; bigger ids would overflow a tensor of token ids
 # transformers 5.x renamed generate's `past_key_values` to `cache`; use whichever this version calls it.
 CACHE_NAMES = tuple(getattr(generation_utils, "ALL_CACHE_NAMES", ("past_key_values",)))
 
 
-def check_gate(name: str, gate: Any) -> None:
-    """Raise a ValueError naming the axis when a stored gate is malformed."""
+def check_gate(name: str, gate: Any, vocab_size: int | None = None) -> None:
+    """Raise a GateError (a ValueError) naming the axis when a gate is malformed (or names ids past ``vocab_size``)."""
     if not isinstance(gate, dict) or gate.get("kind") not in GATE_KINDS:
-        raise ValueError(f"Axis {name!r}: 'gate' must be a dict with kind in {GATE_KINDS}, got {gate!r}.")
+        raise GateError(f"Axis {name!r}: 'gate' must be a dict with kind in {GATE_KINDS}, got {gate!r}.")
+    limit = MAX_TOKEN_ID if vocab_size is None else vocab_size - 1
     for field in GATE_TOKEN_FIELDS:
         ids = gate.get(field)
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise ValueError(f"Axis {name!r}: gate field {field!r} must be a list of token ids, got {ids!r}.")
+            raise GateError(f"Axis {name!r}: gate field {field!r} must be a list of token ids, got {ids!r}.")
+        bad = next((i for i in ids if not 0 <= i <= limit), None)
+        if bad is not None:
+            raise GateError(
+                f"Axis {name!r}: gate field {field!r} holds token id {reprlib.repr(bad)}, outside 0..{limit}"
+                + (" (the base model's vocabulary)." if vocab_size is not None else ".")
+            )
     if len(gate["digits"]) != 10 or not gate["before"]:
-        raise ValueError(f"Axis {name!r}: a gate needs ten digit token ids and a non-empty judge prompt.")
+        raise GateError(f"Axis {name!r}: a gate needs ten digit token ids and a non-empty judge prompt.")
     threshold = gate.get("threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise ValueError(f"Axis {name!r}: gate threshold must be a finite number, got {threshold!r}.")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not _finite(threshold):
+        raise GateError(f"Axis {name!r}: gate threshold must be a finite number, got {threshold!r}.")
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _find(row: list[int], pattern: Sequence[int], last: bool = False) -> int:
@@ -95,7 +112,7 @@ def judge(base_model, gate: Mapping[str, Any], input_ids: torch.Tensor, attentio
     run unsteered (the runtime calls this before any steering hook is in place).
     """
     if input_ids is None:
-        raise ValueError("A self-judged gate reads token ids; pass input_ids, not inputs_embeds.")
+        raise SteeringError("A self-judged gate reads token ids; pass input_ids, not inputs_embeds.")
     rows, mask_cpu = input_ids.shape[0], None if attention_mask is None else attention_mask.cpu()
     device = base_model.get_input_embeddings().weight.device
     params = inspect.signature(base_model.forward).parameters

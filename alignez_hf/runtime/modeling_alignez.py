@@ -21,10 +21,12 @@ from transformers import GenerationMixin, PreTrainedModel
 
 from .axes import AxisRegistry, AxisView
 from .configuration_alignez import AlignEZConfig, base_fingerprint, check_fingerprint, check_option
-from .constants import EDIT_RULES, OPTION_FIELDS, STEERING_FILE
+from .constants import CONFIG_FILE, EDIT_RULES, OPTION_FIELDS, STEERING_FILE
+from .errors import AlignEZError, GateError, NotAPackError, pack_error, reason
 from .gates import CACHE_NAMES, apply_gates, check_gate, judge
 from .hooks import EditHooks, can_reuse_prefill, read_prompt
 from .layers import find_decoder_layers
+from .merge import fold_pushes, merge_refusal
 from .plan import Steering, build_plan, check_strength, per_query_masks, resolve_strengths
 from .serialization import (
     load_base,
@@ -201,8 +203,8 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         if gate is None:
             entry.pop("gate", None)
             return
-        gate = dict(gate)
-        check_gate(name, gate)
+        gate = dict(gate) if isinstance(gate, Mapping) else gate  # check_gate refuses anything else
+        check_gate(name, gate, self._vocab_size())
         entry["gate"] = gate
 
     def set_gate_threshold(self, name: str, value: float) -> None:
@@ -217,7 +219,11 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         gate = self._registry.entry(name).get("gate")
         if not gate:
             raise ValueError(f"Axis {name!r} has no gate.")
+        check_gate(name, gate, self._vocab_size())
         return self._judge(gate, input_ids, attention_mask)
+
+    def _vocab_size(self) -> int:
+        return self.base.get_input_embeddings().weight.shape[0]
 
     def _judge(self, gate, input_ids, attention_mask):
         with self.steering_disabled():
@@ -305,6 +311,8 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
             yield
             return
         gates = {n: self._registry.entry(n)["gate"] for n in names if self._registry.entry(n).get("gate")}
+        for name, gate in gates.items():  # a few dozen token ids each: cheap, and never an IndexError in the judge
+            check_gate(name, gate, self._vocab_size())
         apply_gates(strengths, gates, lambda gate: self._judge(gate, input_ids, attention_mask))
         axes = [self._registry.edit(n, self.effective_rule(n)) for n in names if bool(strengths[n].any())]
         if not axes:
@@ -364,6 +372,32 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         )
         return found
 
+    def merge_and_unload(self, steering: Mapping[str, float] | None = None) -> PreTrainedModel:
+        """Fold the pack into its base model's weights and return the base: a plain transformers model.
+
+        The push of each edited layer (at the default strengths, or ``steering``) becomes a bias on that layer's
+        MLP output, so the result steers on any engine with no hooks. As with PEFT's ``merge_and_unload`` the base is
+        changed in place; this wrapper should not be used afterwards. Only static, ungated, additive packs on
+        Llama- or GPT-2-style bases can be folded, and the merged model edits every position, not only the prompt's
+        last token and each generated one (docs/serving.md).
+        """
+        names = self._registry.names
+        gated = [n for n in names if self._registry.entry(n).get("gate")]
+        reason = merge_refusal(self.config, gated, {n: self.effective_rule(n) for n in names})
+        defaults = {n: self._registry.entry(n)["strength"] for n in names}
+        strengths = resolve_strengths(None if steering is None else dict(steering), defaults, 1)
+        axes = [self._registry.edit(n) for n in names if bool(strengths[n].any())]
+        plan = build_plan(axes, strengths, 1, composition=self.steering_option("composition"))
+        if reason is None and any(edit.push is None for edit in plan.layers.values()):
+            reason = "its 'paper' composition of several axes on one layer scales the hidden state"
+        if reason is not None:
+            raise ValueError(
+                f"This steering pack cannot be merged into weights: {reason}. Serve it with AlignEZForCausalLM, or "
+                "with vLLM through `alignez serve`, instead."
+            )
+        fold_pushes(self.base, self._decoder_layers, {layer: edit.push[0] for layer, edit in plan.layers.items()})
+        return self.base
+
     # ------------------------------------------------------------------ saving
     def push_to_hub(self, repo_id: str, **kwargs: Any):
         """Upload this pack with a model card to the Hub (see ``alignez_hf.hub.push_pack`` for the options)."""
@@ -421,13 +455,17 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         if config is None:
             config = AlignEZConfig.from_pretrained(source, revision=revision, subfolder=subfolder, **hub)
+        elif not isinstance(config, AlignEZConfig) and getattr(config, "model_type", None) == AlignEZConfig.model_type:
+            # The same class loaded twice (remote code puts the config and model files in different dynamic
+            # modules; or the package next to a pack's remote copy): take its fields, not its identity.
+            config = AlignEZConfig.from_dict(config.to_dict())
         elif not isinstance(config, AlignEZConfig):
-            raise TypeError(
+            raise NotAPackError(
                 f"{source} is not an AlignEZ steering pack (its config is {type(config).__name__}); "
                 "build one with `alignez build` or AlignEZForCausalLM.from_base()."
             )
         if not config.axes and not config.base_model_name_or_path:
-            raise TypeError(
+            raise NotAPackError(
                 f"{source} is not an AlignEZ steering pack (its config.json names no base model and no axes); "
                 "build one with `alignez build` or AlignEZForCausalLM.from_base()."
             )
@@ -437,7 +475,17 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
                 source, config, revision, subfolder, base_model_name_or_path, base_model_revision, *model_args, **kwargs
             )
         tokenizer = load_tokenizer(source, revision, subfolder, hub, base_model.config)
-        model = cls(config, base_model=base_model, tokenizer=tokenizer)
+        try:
+            model = cls(config, base_model=base_model, tokenizer=tokenizer)
+            for axis in config.axes:
+                if axis.get("gate") is not None:
+                    check_gate(axis["name"], axis["gate"], model._vocab_size())
+        except GateError as err:
+            raise pack_error(CONFIG_FILE, source, str(err)) from err
+        except AlignEZError:
+            raise
+        except Exception as err:  # e.g. a layers_path that names no layer list, a key that breaks the model class
+            raise pack_error(CONFIG_FILE, source, reason(err)) from err
         model._registry.load_state_dict(tensors, source)
         model.name_or_path = source
         model.eval()

@@ -9,21 +9,33 @@ per-query masks, and for additive rules the whole push, one ``[rows, d]`` tensor
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from .constants import MAX_STRENGTH
 from .edits import compose, layer_scores, query_direction_mask, top_n_layers
+from .errors import SteeringError, SteeringTypeError, UnknownAxisError
 
 Steering = Mapping[str, float] | Sequence[Mapping[str, float]] | None
 
 
-def check_strength(name: str, value) -> float:
-    """Return ``value`` as a float, or raise if it is not a finite number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise ValueError(f"The strength of axis {name!r} must be a finite number, got {value!r}.")
-    return float(value)
+def check_strength(name: str, value, error: type[Exception] = ValueError) -> float:
+    """Return ``value`` as a float, or raise ``error`` unless it is a finite number of magnitude <= MAX_STRENGTH."""
+    number = math.inf
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            pass
+    if not (math.isfinite(number) and abs(number) <= MAX_STRENGTH):
+        raise error(
+            f"The strength of axis {name!r} must be a finite number of magnitude at most {MAX_STRENGTH:g}, "
+            f"got {reprlib.repr(value)}."
+        )
+    return number
 
 
 def resolve_strengths(steering: Steering, defaults: Mapping[str, float], rows: int) -> dict[str, torch.Tensor]:
@@ -34,19 +46,24 @@ def resolve_strengths(steering: Steering, defaults: Mapping[str, float], rows: i
         per_row = [steering] * rows
     elif isinstance(steering, Sequence) and not isinstance(steering, (str, bytes)):
         if len(steering) != rows:
-            raise ValueError(f"steering has {len(steering)} entries but the batch has {rows} rows: give one per row.")
+            raise SteeringError(
+                f"steering has {len(steering)} entries but the batch has {rows} rows: give one per row."
+            )
         per_row = list(steering)
     else:
-        raise TypeError("steering must be None, a dict {axis: strength}, or a list of such dicts (one per row).")
+        raise SteeringTypeError(
+            "steering must be None, a dict {axis: strength}, or a list of such dicts (one per row); "
+            f"got {type(steering).__name__}."
+        )
     values = {name: [float(v)] * rows for name, v in defaults.items()}
     for i, row in enumerate(per_row):
         if not isinstance(row, Mapping):
-            raise TypeError(f"steering[{i}] must be a dict {{axis: strength}}, got {type(row).__name__}.")
+            raise SteeringTypeError(f"steering[{i}] must be a dict {{axis: strength}}, got {type(row).__name__}.")
         for name, value in row.items():
-            if name not in values:
+            if not isinstance(name, str) or name not in values:
                 known = ", ".join(defaults) or "none"
-                raise KeyError(f"Unknown axis {name!r} in steering; this model's axes: {known}.")
-            values[name][i] = check_strength(name, value)
+                raise UnknownAxisError(f"Unknown axis {name!r} in steering; this model's axes: {known}.")
+            values[name][i] = check_strength(name, value, SteeringError)
     return {name: torch.tensor(v, dtype=torch.float32) for name, v in values.items()}
 
 
@@ -78,17 +95,24 @@ class LayerEdit:
     composition: str = "sequential"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The edited ``x`` (``[rows, d]``, or ``[rows, t, d]`` for every position), computed in float32."""
+        """The edited ``x`` (``[rows, d]``, or ``[rows, t, d]`` for every position), computed in float32.
+
+        Rules that read the hidden state, and the paper's composition (which rescales it), can grow it layer after
+        layer; their result (and a push in float16) is kept within ``HIDDEN_LIMIT`` and the range of ``x``'s dtype,
+        so an absurd strength garbles the token but never makes Inf or NaN.
+        """
         if self.push is not None:
-            return x.float() + (self.push if x.dim() == 2 else self.push[:, None, :])
+            pushed = x.float() + (self.push if x.dim() == 2 else self.push[:, None, :])
+            return _bounded(pushed, x.dtype) if x.dtype == torch.float16 else pushed
         if x.dim() == 2:
-            return compose(x.float(), list(self.terms), self.composition)
+            return _bounded(compose(x.float(), list(self.terms), self.composition), x.dtype)
         rows, t, d = x.shape
         per_position = [
             (dirs, scales, rule, None if mask is None else mask.repeat_interleave(t, 0), strength.repeat_interleave(t))
             for dirs, scales, rule, mask, strength in self.terms
         ]
-        return compose(x.reshape(-1, d).float(), per_position, self.composition).reshape(rows, t, d)
+        edited = compose(x.reshape(-1, d).float(), per_position, self.composition).reshape(rows, t, d)
+        return _bounded(edited, x.dtype)
 
     def apply_(self, target: torch.Tensor) -> None:
         """Edit ``target`` (a view of the hidden states) in place, casting back to its dtype."""
@@ -96,6 +120,17 @@ class LayerEdit:
             target.add_(self.push if target.dim() == 2 else self.push[:, None, :])
         else:
             target.copy_(self(target).to(target.dtype))
+
+    def take(self, rows: torch.Tensor, device: torch.device) -> LayerEdit:
+        """This edit for rows ``rows`` (one index per edited token of an engine's flattened batch), on ``device``."""
+        rows = rows.to("cpu")
+        if self.push is not None:
+            return LayerEdit(push=self.push[rows].to(device), composition=self.composition)
+        terms = tuple(
+            (d.to(device), s.to(device), r, None if m is None else m[rows].to(device), w[rows].to(device))
+            for d, s, r, m, w in self.terms
+        )
+        return LayerEdit(terms=terms, composition=self.composition)
 
     def expanded(self, repeat: int, device: torch.device) -> LayerEdit:
         """This edit with every row repeated ``repeat`` times (beams, multiple returns), on ``device``."""
@@ -109,6 +144,15 @@ class LayerEdit:
             return LayerEdit(push=rows(self.push), composition=self.composition)
         terms = tuple((d.to(device), s.to(device), r, rows(m), rows(w)) for d, s, r, m, w in self.terms)
         return LayerEdit(terms=terms, composition=self.composition)
+
+
+# The largest magnitude an edited hidden state keeps (float32 squares of it still sum to a finite number).
+HIDDEN_LIMIT = 1e18
+
+
+def _bounded(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    limit = min(HIDDEN_LIMIT, torch.finfo(dtype).max / 2) if dtype.is_floating_point else HIDDEN_LIMIT
+    return x.clamp(-limit, limit)
 
 
 @dataclass

@@ -6,18 +6,20 @@ the base model in ``base/``); docs/pack-format.md describes every field. Nothing
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from .constants import BUNDLED_BASE_FOLDER, STEERING_FILE, STEERING_METADATA
+from .constants import BUNDLED_BASE_FOLDER, CONFIG_FILE, STEERING_FILE, STEERING_METADATA
+from .errors import BaseModelError, PackError, PackFileError, pack_error
 
 RUNTIME_DIR = Path(__file__).resolve().parent
 # Callables (config) -> local folder or None, consulted before the recorded base id; the alignez_hf package
@@ -51,15 +53,92 @@ def write_steering(tensors: dict[str, torch.Tensor], folder: Path) -> None:
     path.chmod(0o666 & ~_umask())
 
 
+# Bytes per element of the safetensors dtypes a steering file may hold; a header must fit the file's size.
+SAFETENSORS_DTYPES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+
+
 def read_steering(path: str, source: str) -> dict[str, torch.Tensor]:
-    """The tensors of a ``steering.safetensors``, or a ValueError saying the file is corrupt and what to do."""
+    """The tensors of a ``steering.safetensors``, or a PackError saying the file is corrupt and what to do.
+
+    The header is checked against the file's size before safetensors reads it, so that a corrupt or hostile
+    header can make nothing allocate (or map) more than the file holds.
+    """
     try:
-        return load_file(path)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(
-            f"{STEERING_FILE} of the steering pack {source} cannot be read ({err}); it is truncated or corrupt. "
-            "Re-download the pack (force_download=True) or rebuild it."
-        ) from err
+        problem = safetensors_header_problem(path)
+    except OSError as err:
+        problem = str(err)
+    if problem is None:
+        try:
+            return load_file(path)
+        except BaseException as err:  # safetensors' Rust panics derive from BaseException
+            if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
+                raise
+            problem = f"{type(err).__name__}: {err}"
+    raise PackError(
+        f"{STEERING_FILE} of the steering pack {source} cannot be read ({problem}); it is truncated or corrupt. "
+        "Re-download the pack (force_download=True) or rebuild it."
+    )
+
+
+def safetensors_header_problem(path: str) -> str | None:
+    """What is wrong with the header of the safetensors file ``path`` given its size, or None.
+
+    The header is an 8-byte little-endian length and that many bytes of JSON: ``{name: {"dtype", "shape",
+    "data_offsets": [begin, end]}, "__metadata__": {str: str}}``, offsets into the data after it. Checked here:
+    the length fits the file, the JSON parses, every dtype is known, every shape's size in bytes equals its span,
+    and the spans tile the data exactly.
+    """
+    size = os.path.getsize(path)
+    if size < 8:
+        return f"the file has {size} bytes, too few for a safetensors header"
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if length > min(size - 8, MAX_HEADER_BYTES):
+            return f"its header declares {length} bytes of JSON but the file holds {size - 8} after the length"
+        raw = f.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return "its header is not JSON"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    data, spans = size - 8 - length, []
+    for name, info in header.items():
+        if name == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                return "its __metadata__ is not a map of strings"
+            continue
+        if not isinstance(info, dict):
+            return f"the header entry of tensor {name!r} is not an object"
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
+            return f"tensor {name!r} has an unknown dtype {dtype!r}"
+        if not isinstance(shape, list) or not all(_count(d) for d in shape):
+            return f"tensor {name!r} has a malformed shape {shape!r}"
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_count(o) for o in offsets)):
+            return f"tensor {name!r} has malformed data_offsets {offsets!r}"
+        begin, end = offsets
+        if not begin <= end <= data:
+            return f"tensor {name!r} has data_offsets {offsets} outside the {data} bytes of data the file holds"
+        if math.prod(shape) * SAFETENSORS_DTYPES[dtype] != end - begin:
+            return f"tensor {name!r} of shape {shape} ({dtype}) does not fill its {end - begin} bytes"
+        spans.append((begin, end))
+    position = 0
+    for begin, end in sorted(spans):
+        if begin != position:
+            return "its tensors' data overlap or leave gaps"
+        position = end
+    if position != data:
+        return f"the file holds {data - position} bytes after its last tensor"
+    return None
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def pack_file(source: str, filename: str, revision, subfolder: str, hub: dict) -> str:
@@ -67,13 +146,13 @@ def pack_file(source: str, filename: str, revision, subfolder: str, hub: dict) -
     local = Path(source, subfolder, filename)
     if Path(source).is_dir():
         if not local.is_file():
-            raise FileNotFoundError(f"{Path(source, subfolder)} has no {filename}; it is not a complete steering pack.")
+            raise PackFileError(f"{Path(source, subfolder)} has no {filename}; it is not a complete steering pack.")
         return str(local)
     from transformers.utils import cached_file
 
     path = cached_file(source, filename, revision=revision, subfolder=subfolder, **hub)
     if path is None:
-        raise FileNotFoundError(f"The steering pack {source} has no {filename}.")
+        raise PackFileError(f"The steering pack {source} has no {filename}.")
     return path
 
 
@@ -138,8 +217,12 @@ def write_pack(model, folder: Path, include_base: bool = False, **kwargs) -> Non
             model.tokenizer.save_pretrained(folder / BUNDLED_BASE_FOLDER)
 
 
-def load_base(source, config, revision, subfolder, name_or_path, base_revision, *args, **kwargs):
-    """The base model a pack names: bundled in it, resolved locally (``BASE_RESOLVERS``) or by recorded id."""
+def base_location(source, config, revision=None, subfolder="", name_or_path=None, base_revision=None):
+    """Where the base model a pack names lives: ``(folder or Hub id, {revision, subfolder})``.
+
+    Bundled in the pack, resolved to a local copy (``BASE_RESOLVERS``), or the recorded id at its recorded revision;
+    ``name_or_path`` (and ``base_revision``) override the record.
+    """
     bundled = getattr(config, "bundled_base", None)
     if bundled:
         where, pinned = source, {"revision": revision, "subfolder": f"{subfolder}/{bundled}".strip("/")}
@@ -147,17 +230,25 @@ def load_base(source, config, revision, subfolder, name_or_path, base_revision, 
         resolved = None if name_or_path else next(filter(None, (r(config) for r in BASE_RESOLVERS)), None)
         where = name_or_path or resolved or config.base_model_name_or_path
         if not where:
-            raise ValueError(f"The pack {source} does not name its base model; pass base_model_name_or_path=.")
+            raise pack_error(
+                CONFIG_FILE, source, "it names no base model (base_model_name_or_path)",
+                "Pass base_model_name_or_path= (or base_model=) to from_pretrained.",
+            )  # fmt: skip
         pinned = {"revision": base_revision or config.base_model_revision}
         if (name_or_path and not base_revision) or resolved:
             pinned = {}
-    pinned = {k: v for k, v in pinned.items() if v}
+    return where, {k: v for k, v in pinned.items() if v}
+
+
+def load_base(source, config, revision, subfolder, name_or_path, base_revision, *args, **kwargs):
+    """The base model a pack names (see :func:`base_location`), loaded with ``from_pretrained(*args, **kwargs)``."""
+    where, pinned = base_location(source, config, revision, subfolder, name_or_path, base_revision)
     try:
         return AutoModelForCausalLM.from_pretrained(where, *args, **pinned, **kwargs)
-    except OSError as err:
-        raise OSError(
+    except (OSError, ValueError) as err:  # not found, not downloadable, or not a model transformers knows
+        raise BaseModelError(
             f"Could not load the base model {where!r} (revision {pinned.get('revision')}) named by the steering "
-            f"pack {source}: {err}\nIf the base lives elsewhere, pass base_model_name_or_path=."
+            f"pack {source} (in its {CONFIG_FILE}): {err}\nIf the base lives elsewhere, pass base_model_name_or_path=."
         ) from err
 
 
