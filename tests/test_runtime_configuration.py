@@ -76,3 +76,10 @@ def test_base_fingerprint(tiny_llama):
         "num_hidden_layers": 4,
         "vocab_size": 256,
     }
+
+
+@pytest.mark.parametrize("bundled", ["../base", "/etc", "..", "a/b", "C:base", 3])
+def test_a_bundled_base_outside_the_pack_is_refused(bundled):
+    with pytest.raises(ValueError, match="bundled_base must be a folder name inside the pack"):
+        AlignEZConfig(bundled_base=bundled)
+    assert AlignEZConfig(bundled_base="base").bundled_base == "base"

@@ -121,6 +121,12 @@ class AlignEZConfig(PretrainedConfig):
             raise ValueError(f"AlignEZConfig.format_version must be at least 1, got {self.format_version}.")
         for field in OPTION_FIELDS:
             check_option(field, getattr(self, field))
+        bundled = getattr(self, "bundled_base", None)
+        if bundled is not None and (
+            not isinstance(bundled, str) or bundled in ("", ".", "..") or any(c in bundled for c in "/\\:")
+        ):
+            # a bundled base lives in a subfolder of the pack, never elsewhere on the machine that loads it
+            raise ValueError(f"AlignEZConfig.bundled_base must be a folder name inside the pack, got {bundled!r}.")
         for field in ("base_model_name_or_path", "base_model_revision", "bundled_base"):
             value = getattr(self, field, None)
             if value is not None and not isinstance(value, str):

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .plan import build_plan, resolve_strengths
+
 # Architectures whose MLP output is added straight to the residual stream, with the projection that carries the
 # bias and the config switch that makes the checkpoint keep it (None: the projection always has a bias).
 MERGEABLE = {
@@ -55,3 +57,23 @@ def fold_pushes(base_model: nn.Module, decoder_layers: nn.ModuleList, pushes: Ma
         bias = getattr(decoder_layers[index].mlp, projection).bias
         with torch.no_grad():
             bias.add_(push.to(bias.device, torch.float32).to(bias.dtype))
+
+
+def merge_pack(model, steering: Mapping[str, float] | None = None) -> nn.Module:
+    """``AlignEZForCausalLM.merge_and_unload``: the base with the pack folded in, or a ValueError saying why not."""
+    names = model._registry.names
+    gated = [n for n in names if model._registry.entry(n).get("gate")]
+    reason = merge_refusal(model.config, gated, {n: model.effective_rule(n) for n in names})
+    defaults = {n: model._registry.entry(n)["strength"] for n in names}
+    strengths = resolve_strengths(None if steering is None else dict(steering), defaults, 1)
+    axes = [model._registry.edit(n) for n in names if bool(strengths[n].any())]
+    plan = build_plan(axes, strengths, 1, composition=model.steering_option("composition"))
+    if reason is None and any(edit.push is None for edit in plan.layers.values()):
+        reason = "its 'paper' composition of several axes on one layer scales the hidden state"
+    if reason is not None:
+        raise ValueError(
+            f"This steering pack cannot be merged into weights: {reason}. Serve it with AlignEZForCausalLM, or "
+            "with vLLM through `alignez serve`, instead."
+        )
+    fold_pushes(model.base, model._decoder_layers, {layer: edit.push[0] for layer, edit in plan.layers.items()})
+    return model.base

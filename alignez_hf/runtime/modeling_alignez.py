@@ -20,13 +20,14 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 
 from .axes import AxisRegistry, AxisView
-from .configuration_alignez import AlignEZConfig, base_fingerprint, check_fingerprint, check_option
-from .constants import CONFIG_FILE, EDIT_RULES, OPTION_FIELDS, STEERING_FILE
+from .configuration_alignez import AlignEZConfig, base_fingerprint, check_fingerprint
+from .constants import CONFIG_FILE, STEERING_FILE
 from .errors import AlignEZError, GateError, NotAPackError, pack_error, reason
 from .gates import CACHE_NAMES, apply_gates, check_gate, judge
 from .hooks import EditHooks, can_reuse_prefill, read_prompt
 from .layers import find_decoder_layers
-from .merge import fold_pushes, merge_refusal
+from .merge import merge_pack
+from .options import SteeringOptions
 from .plan import Steering, build_plan, check_strength, per_query_masks, resolve_strengths
 from .serialization import (
     load_base,
@@ -41,7 +42,7 @@ from .serialization import (
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
 
 
-class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
+class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
     """A causal LM whose hidden states are edited along saved steering subspaces during forward and generate."""
 
     config_class = AlignEZConfig
@@ -229,50 +230,6 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         with self.steering_disabled():
             return judge(self.base, gate, input_ids, attention_mask)
 
-    # ------------------------------------------------------------------ scoped options
-    @contextlib.contextmanager
-    def steering_disabled(self) -> Iterator[None]:
-        """Run the unedited base model inside this block."""
-        previous, self._disabled = self._disabled, True
-        try:
-            yield
-        finally:
-            self._disabled = previous
-
-    @contextlib.contextmanager
-    def steering_options(self, *, rules: Mapping[str, str] | None = None, **options: Any) -> Iterator[None]:
-        """Override how the pack steers inside this block, without changing the pack.
-
-        ``options``: any of ``hook_point``, ``layer_policy``, ``top_n``, ``positions`` (``"all"`` edits every
-        position, e.g. to score given text under steering) and ``composition``; ``rules`` maps axis names to another
-        edit rule. Blocks nest; the innermost value wins.
-        """
-        for field, value in options.items():
-            check_option(field, value)
-        rules = dict(rules or {})
-        for name, rule in rules.items():
-            self._registry.entry(name)
-            if rule not in EDIT_RULES:
-                raise ValueError(f"Unknown edit rule {rule!r} for axis {name!r}; known rules: {', '.join(EDIT_RULES)}.")
-        self._overrides.append({**options, "rules": rules})
-        try:
-            yield
-        finally:
-            self._overrides.pop()
-
-    def steering_option(self, field: str) -> Any:
-        """The value of a steering option now: the innermost ``steering_options`` override, else the pack's."""
-        if field not in OPTION_FIELDS:
-            raise ValueError(f"{field!r} is not a steering option; options: {', '.join(OPTION_FIELDS)}.")
-        return next((o[field] for o in reversed(self._overrides) if field in o), getattr(self.config, field))
-
-    def effective_rule(self, name: str) -> str:
-        """The edit rule axis ``name`` uses now: a ``steering_options(rules=...)`` override, else its own."""
-        return (
-            next((o["rules"][name] for o in reversed(self._overrides) if name in o["rules"]), None)
-            or (self._registry.entry(name)["rule"])
-        )
-
     # ------------------------------------------------------------------ running
     def forward(self, *args, steering: Steering = None, **kwargs):
         """The base model's forward, with hidden states edited as configured (``steering`` overrides strengths)."""
@@ -376,27 +333,11 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
         """Fold the pack into its base model's weights and return the base: a plain transformers model.
 
         The push of each edited layer (at the default strengths, or ``steering``) becomes a bias on that layer's
-        MLP output, so the result steers on any engine with no hooks. As with PEFT's ``merge_and_unload`` the base is
-        changed in place; this wrapper should not be used afterwards. Only static, ungated, additive packs on
-        Llama- or GPT-2-style bases can be folded, and the merged model edits every position, not only the prompt's
-        last token and each generated one (docs/serving.md).
+        MLP output, so the result steers on any engine with no hooks. As with PEFT the base is changed in place.
+        Only static, ungated, additive packs on Llama- or GPT-2-style bases fold; the merged model edits every
+        position (docs/serving.md).
         """
-        names = self._registry.names
-        gated = [n for n in names if self._registry.entry(n).get("gate")]
-        reason = merge_refusal(self.config, gated, {n: self.effective_rule(n) for n in names})
-        defaults = {n: self._registry.entry(n)["strength"] for n in names}
-        strengths = resolve_strengths(None if steering is None else dict(steering), defaults, 1)
-        axes = [self._registry.edit(n) for n in names if bool(strengths[n].any())]
-        plan = build_plan(axes, strengths, 1, composition=self.steering_option("composition"))
-        if reason is None and any(edit.push is None for edit in plan.layers.values()):
-            reason = "its 'paper' composition of several axes on one layer scales the hidden state"
-        if reason is not None:
-            raise ValueError(
-                f"This steering pack cannot be merged into weights: {reason}. Serve it with AlignEZForCausalLM, or "
-                "with vLLM through `alignez serve`, instead."
-            )
-        fold_pushes(self.base, self._decoder_layers, {layer: edit.push[0] for layer, edit in plan.layers.items()})
-        return self.base
+        return merge_pack(self, steering)
 
     # ------------------------------------------------------------------ saving
     def push_to_hub(self, repo_id: str, **kwargs: Any):
@@ -442,14 +383,15 @@ class AlignEZForCausalLM(PreTrainedModel, GenerationMixin):
     ) -> AlignEZForCausalLM:
         """Load a pack (or bundle): its base model by recorded id and revision, then the steering tensors.
 
-        Usual loading kwargs (``dtype``, ``device_map``, ``token``, ``cache_dir``, ...) go to the base; ``revision``
+        Usual loading kwargs (``dtype``, ``device_map``, ``token``, ``cache_dir``, ``trust_remote_code`` ...) go to
+        the base (a base whose code lives in its repo runs only with ``trust_remote_code=True``); ``revision``
         and ``subfolder`` pin the pack. ``base_model`` attaches the pack to an already loaded model instead. The
         pack's tokenizer, when it has one, is attached as ``model.tokenizer``.
         """
         source = str(pretrained_model_name_or_path)
         revision = kwargs.pop("revision", None)
         subfolder = kwargs.pop("subfolder", "") or ""
-        kwargs.pop("trust_remote_code", None)
+        # trust_remote_code stays in kwargs: the user's own choice goes on to the base, never a default of True.
         for ignored in ("_from_auto", "_from_pipeline", "_commit_hash", "adapter_kwargs", "use_safetensors"):
             kwargs.pop(ignored, None)
         hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
