@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -41,16 +42,7 @@ import alignez_hf
 from alignez_hf import AlignEZForCausalLM
 from alignez_hf.chat import encode_chats
 
-PROMPTS = [
-    "Write a short poem about autumn leaves.",
-    "How do I make a cup of green tea?",
-    "Explain what a prime number is.",
-    "Give me three tips for a job interview.",
-    "What is the capital of Australia?",
-    "Describe a sunrise over the ocean.",
-    "How can I keep my houseplants alive?",
-    "Summarise the plot of Romeo and Juliet.",
-]
+PROMPTS = common.SPEED_PROMPTS
 VARIANTS = {  # name: (rule, layer policy); None = the base model's own generate()
     "base": None,
     "additive, static": ("additive", "static"),

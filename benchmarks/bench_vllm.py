@@ -23,6 +23,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
+import common  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
@@ -32,16 +33,7 @@ from alignez_hf.builder import AlignEZBuilder, load_queries  # noqa: E402
 from alignez_hf.chat import chat_prompt, encode  # noqa: E402
 from alignez_hf.cli.build import bundled_queries  # noqa: E402
 
-PROMPTS = [
-    "Write a short poem about autumn leaves.",
-    "How do I make a cup of green tea?",
-    "Explain what a prime number is.",
-    "Give me three tips for a job interview.",
-    "What is the capital of Australia?",
-    "Describe a sunrise over the ocean.",
-    "How can I keep my houseplants alive?",
-    "Summarise the plot of Romeo and Juliet.",
-]
+PROMPTS = common.SPEED_PROMPTS
 
 
 def _summary(speeds: dict[str, list[float]], base: str) -> dict:

@@ -33,6 +33,17 @@ from alignez_hf.evaluation.metrics import mean_summary, paired_delta_summary, ra
 from alignez_hf.evaluation.report import write_json_atomic  # noqa: E402
 from alignez_hf.evaluation.scorers import refusal_score, sentiment  # noqa: E402
 
+# Prompts of the speed benchmarks (bench_runtime.py, bench_vllm.py): the same requests on every engine.
+SPEED_PROMPTS = [
+    "Write a short poem about autumn leaves.",
+    "How do I make a cup of green tea?",
+    "Explain what a prime number is.",
+    "Give me three tips for a job interview.",
+    "What is the capital of Australia?",
+    "Describe a sunrise over the ocean.",
+    "How can I keep my houseplants alive?",
+    "Summarise the plot of Romeo and Juliet.",
+]
 BOOT = 2000
 
 
