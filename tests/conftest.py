@@ -18,6 +18,7 @@ from transformers import (
 )
 
 import alignez_hf
+from alignez_hf import AlignEZForCausalLM
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -82,3 +83,14 @@ def tiny_base_dir(tmp_path, tiny_llama):
     path = tmp_path / "tiny-base"
     tiny_llama.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture
+def tiny_chat_pack(tiny_chat_llama):
+    """A tiny random chat model (SmolLM2's tokenizer) with two hand-made axes: cheerful (default 1) and simple (0.7)."""
+    base, tokenizer = tiny_chat_llama
+    model = AlignEZForCausalLM.from_base(base, tokenizer)
+    gen = torch.Generator().manual_seed(0)
+    model.add_axis("cheerful", {1: torch.randn(2, 32, generator=gen), 2: torch.randn(32, generator=gen)})
+    model.add_axis("simple", {2: torch.randn(32, generator=gen)}, strength=0.7)
+    return model, tokenizer

@@ -18,19 +18,8 @@ from alignez_hf.evaluation.harness import (
 )
 
 
-@pytest.fixture
-def tiny_pack(tiny_chat_llama):
-    """A tiny random chat model with two hand-made axes."""
-    base, tokenizer = tiny_chat_llama
-    model = AlignEZForCausalLM.from_base(base, tokenizer)
-    gen = torch.Generator().manual_seed(0)
-    model.add_axis("cheerful", {1: torch.randn(2, 32, generator=gen), 2: torch.randn(32, generator=gen)})
-    model.add_axis("simple", {2: torch.randn(32, generator=gen)}, strength=0.7)
-    return model, tokenizer
-
-
-def test_strength_zero_is_the_exact_base(tiny_pack):
-    model, tokenizer = tiny_pack
+def test_strength_zero_is_the_exact_base(tiny_chat_pack):
+    model, tokenizer = tiny_chat_pack
     prompts = ["Describe your ideal weekend.", "Tell me a joke."]
     jobs = [(p, {"cheerful": s}) for p in prompts for s in (0.0, 2.0)]
     gens = generate_answers(model, tokenizer, jobs, max_new_tokens=5, batch_size=4, progress=False)
@@ -44,8 +33,8 @@ def test_strength_zero_is_the_exact_base(tiny_pack):
     assert all(v > 0 for v in kl[1])
 
 
-def test_evaluate_end_to_end(tiny_pack, tmp_path):
-    model, tokenizer = tiny_pack
+def test_evaluate_end_to_end(tiny_chat_pack, tmp_path):
+    model, tokenizer = tiny_chat_pack
     out = tmp_path / "eval"
     results = evaluate(
         model,
@@ -83,8 +72,8 @@ def test_evaluate_end_to_end(tiny_pack, tmp_path):
     assert "| cheerful | random | 4 |" in (out / "results.md").read_text()
 
 
-def test_settings_compare_in_one_table_and_restore(tiny_pack, tmp_path):
-    model, tokenizer = tiny_pack
+def test_settings_compare_in_one_table_and_restore(tiny_chat_pack, tmp_path):
+    model, tokenizer = tiny_chat_pack
     settings = [
         Setting("additive", model, "cheerful"),
         Setting("tanh-mlp", model, "cheerful", rule="tanh", config={"hook_point": "mlp"}),
@@ -133,9 +122,9 @@ def test_smollm2_small_run(smollm2, smollm2_tokenizer, tmp_path):
     assert next(r for r in results["kl"] if r["strength"] == 0)["kl"]["value"] == 0.0
 
 
-def test_settings_on_one_base_share_its_answers(tiny_pack, monkeypatch):
+def test_settings_on_one_base_share_its_answers(tiny_chat_pack, monkeypatch):
     """The unsteered answers depend only on the base: two packs of one base generate them once, with equal results."""
-    model, tokenizer = tiny_pack
+    model, tokenizer = tiny_chat_pack
     other = AlignEZForCausalLM.from_base(model.base, tokenizer)
     other.add_axis("cheerful", model.axis_tensors("cheerful")["directions"])
     import alignez_hf.evaluation.harness as harness

@@ -2,26 +2,11 @@
 
 import json
 
-import pytest
-import torch
-
-from alignez_hf import AlignEZForCausalLM
 from alignez_hf.evaluation import sweep_2d
 
 
-@pytest.fixture
-def tiny_pack(tiny_chat_llama):
-    """A tiny random chat model with two hand-made axes."""
-    base, tokenizer = tiny_chat_llama
-    model = AlignEZForCausalLM.from_base(base, tokenizer)
-    gen = torch.Generator().manual_seed(0)
-    model.add_axis("cheerful", {1: torch.randn(2, 32, generator=gen), 2: torch.randn(32, generator=gen)})
-    model.add_axis("simple", {2: torch.randn(32, generator=gen)}, strength=0.7)
-    return model, tokenizer
-
-
-def test_sweep_2d_shape(tiny_pack, tmp_path):
-    model, tokenizer = tiny_pack
+def test_sweep_2d_shape(tiny_chat_pack, tmp_path):
+    model, tokenizer = tiny_chat_pack
     sweep = sweep_2d(
         model,
         tokenizer,
