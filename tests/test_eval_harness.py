@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from alignez_hf import AlignEZForCausalLM
+from alignez_hf.chat import chat_prompt, encode
 from alignez_hf.evaluation.harness import (
     Setting,
     applied,
@@ -133,7 +134,7 @@ def test_settings_on_one_base_share_its_answers(tiny_chat_pack, monkeypatch):
     real = harness.generate_answers
 
     def counting(m, tok, jobs, *args, **kwargs):
-        calls.append(sum(1 for _, steer in jobs if not any(v != 0 for v in steer.values())))
+        calls.append(sum(1 for job in jobs if not any(v != 0 for v in job[1].values())))
         return real(m, tok, jobs, *args, **kwargs)
 
     monkeypatch.setattr(harness, "generate_answers", counting)
@@ -149,3 +150,71 @@ def test_settings_on_one_base_share_its_answers(tiny_chat_pack, monkeypatch):
         settings=settings[:1], strengths=[1.0], limit=2, max_new_tokens=4, kl=False, progress=False, base_cache=cache
     )
     assert calls[-1] == 0  # and across calls with the same cache
+
+
+def test_prompting_baseline_runs_the_persona_words_as_a_system_message(tiny_chat_llama, tmp_path):
+    base, tokenizer = tiny_chat_llama
+    model = AlignEZForCausalLM.from_base(base, tokenizer)
+    model.add_axis("cheerful", {2: torch.randn(32, generator=torch.Generator().manual_seed(0))}, positive="cheerful",
+                   negative="gloomy")  # fmt: skip
+    prompts = ["Describe your ideal weekend.", "Tell me a joke."]
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(prompts) + "\n")
+    results = evaluate(
+        model, tokenizer, "cheerful", strengths=[0, -1, 2], prompt_sets=[str(path)], max_new_tokens=4,
+        random_control=False, prompting=True, kl=False, plots=True, out_dir=str(tmp_path / "out"), progress=False,
+    )  # fmt: skip
+    rows = {(r["condition"], r["strength"]): r for r in results["rows"]}
+    assert set(rows) == {("axis", 0.0), ("axis", -1.0), ("axis", 2.0), ("prompt", -1.0), ("prompt", 1.0),
+                         ("prompt+axis", -1.0), ("prompt+axis", 2.0)}  # fmt: skip
+    messages = {1.0: "You are an extremely cheerful assistant.", -1.0: "You are an extremely gloomy assistant."}
+    answers = {(a["condition"], a["strength"], a["prompt"]): a for a in results["answers"]}
+    for sign, system in messages.items():
+        # The prompt condition is the plain base under that system message; its NLL is scored after the plain prompt.
+        with model.steering_disabled():
+            expected = generate_answers(model, tokenizer, [(p, {}, system) for p in prompts], 4, progress=False)
+        for p, gen in zip(prompts, expected):
+            got = answers[("prompt", sign, p)]
+            assert got["system"] == system
+            assert got["answer"] == gen.text, (got, gen)
+            assert got["nll"] == pytest.approx(gen.nll)
+        added = [
+            len(encode(tokenizer, chat_prompt(tokenizer, p, system)))
+            - len(encode(tokenizer, chat_prompt(tokenizer, p)))
+            for p in prompts
+        ]
+        assert rows[("prompt", sign)]["metrics"]["context"]["value"] == pytest.approx(sum(added) / 2)
+        assert added[0] != 0  # SmolLM2's template has a default system message: a persona replaces it
+    assert rows[("axis", 2.0)]["metrics"]["context"]["value"] == 0
+    # A pack on top of the prompt changes the answers the prompt alone gives.
+    assert any(answers[("prompt+axis", 2.0, p)]["answer"] != answers[("prompt", 1.0, p)]["answer"] for p in prompts)
+    assert "prompt+axis" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_a_user_system_message_reaches_every_condition_and_scores_the_nll(tiny_chat_llama):
+    base, tokenizer = tiny_chat_llama
+    model = AlignEZForCausalLM.from_base(base, tokenizer)
+    model.add_axis("cheerful", {2: torch.randn(32, generator=torch.Generator().manual_seed(0))}, positive="cheerful",
+                   negative="gloomy")  # fmt: skip
+    user = "You are a strict assistant. Answer in one flat sentence."
+    prompts = ["Describe your ideal weekend."]
+    results = evaluate(
+        model, tokenizer, "cheerful", strengths=[0, 1], prompt_sets=["neutral"], limit=1, max_new_tokens=4,
+        random_control=False, prompting=True, system=user, kl=False, progress=False,
+    )  # fmt: skip
+    prompts = [a["prompt"] for a in results["answers"]][:1]
+    answers = {(a["condition"], a["strength"]): a for a in results["answers"]}
+    assert answers[("base", 0.0)]["system"] == user and answers[("axis", 1.0)]["system"] == user
+    persona = f"You are an extremely cheerful assistant.\n\n{user}"
+    assert answers[("prompt", 1.0)]["system"] == persona and answers[("prompt+axis", 1.0)]["system"] == persona
+    with model.steering_disabled():
+        base_gen = generate_answers(model, tokenizer, [(prompts[0], {}, user)], 4, progress=False, user_system=user)[0]
+        persona_gen = generate_answers(
+            model, tokenizer, [(prompts[0], {}, persona)], 4, progress=False, user_system=user
+        )[0]
+    assert answers[("base", 0.0)]["answer"] == base_gen.text and answers[("base", 0.0)]["nll"] == pytest.approx(
+        base_gen.nll
+    )
+    # The prompting answer is scored after the user's own system message, not after the persona words.
+    assert answers[("prompt", 1.0)]["nll"] == pytest.approx(persona_gen.nll)
+    assert results["meta"]["system"] == user

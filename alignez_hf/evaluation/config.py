@@ -30,5 +30,19 @@ class EvalConfig:
     batch_size: int = field(default=8, metadata={"help": "Rows per generate call."})
     seed: int = field(default=0, metadata={"help": "Seed of the random control and the bootstrap."})
     random_control: bool = field(default=True, metadata={"help": "Also run a random-direction axis of the same size."})
+    prompting: bool = field(
+        default=False,
+        metadata={
+            "help": "Also run the prompting baseline: the axis's persona words as a system message, alone and with "
+            "the pack (conditions prompt and prompt+axis)."
+        },
+    )
+    system: str | None = field(
+        default=None,
+        metadata={
+            "help": "The user's own system message, given with every prompt (after the persona words in the "
+            "prompting conditions): how much of its effect does each method keep under it?"
+        },
+    )
     kl: bool = field(default=True, metadata={"help": "Measure the next-token KL to the base on neutral text."})
     plots: bool = field(default=True, metadata={"help": "Write metric plots (PNG) next to results.md."})

@@ -12,7 +12,7 @@ import platform
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -23,11 +23,15 @@ from ..chat import encode_chats, padding
 from ..runtime.constants import OPTION_FIELDS
 from .config import DEFAULT_PROMPT_SETS, DEFAULT_STRENGTHS, EvalConfig
 from .metrics import mean_summary, next_token_kl, paired_delta_summary, rate_summary, sequence_nll
+from .prompting import prompt_conditions
 from .prompts import load_prompt_set
 from .scorers import SCORERS, refusal_agreement
 
-# Per-answer numbers; "refusal" is a rate, the others are means.
-METRICS = ("refusal", "sentiment", "readability", "words", "tokens", "nll")
+# Per-answer numbers; "refusal" is a rate, the others are means. "context": prompt tokens beyond the plain prompt's
+# (a system message's cost; negative where it replaces a chat template's default system message).
+METRICS = ("refusal", "sentiment", "readability", "words", "tokens", "nll", "context")
+# Conditions besides "axis" and "random": the axis's persona words as a system message, alone and with the pack.
+PROMPT_CONDITIONS = ("prompt", "prompt+axis")
 KL_PROMPT_SET = "neutral"
 DEFAULTS = EvalConfig()  # the options evaluate() shares with `alignez eval`, defined once
 NOT_MEASURED = (
@@ -52,13 +56,19 @@ class Setting:
 
 @dataclass
 class Generation:
-    """One greedy answer: its prompt, the strengths it ran with, the text and its mean NLL under the base."""
+    """One greedy answer: its prompt, the strengths it ran with, the text and its mean NLL under the base.
+
+    The NLL is always that of the answer after the plain prompt (no system message): the drift from what the base
+    would say to the user's own words, the same yardstick for a pack and for a prompt.
+    """
 
     prompt: str
     steering: dict[str, float]
     text: str
     tokens: int
     nll: float
+    system: str | None = None
+    context: int = 0  # prompt tokens beyond the plain prompt's
 
 
 # ---------------------------------------------------------------------- model plumbing
@@ -87,29 +97,34 @@ def _eos_ids(model, tokenizer) -> list[int]:
 def generate_answers(
     model,
     tokenizer,
-    jobs: Sequence[tuple[str, Mapping[str, float]]],
+    jobs: Sequence[tuple],
     max_new_tokens: int = 48,
     batch_size: int = 8,
     progress: bool = True,
     desc: str = "generating",
+    user_system: str | None = None,
 ) -> list[Generation]:
-    """Greedy answers for ``(prompt, {axis: strength})`` jobs, batched; all-zero jobs run the exact base model."""
+    """Greedy answers for ``(prompt, {axis: strength}[, system])`` jobs, batched; all-zero jobs run the exact base.
+
+    ``user_system`` is the user's own system message: the context each answer's NLL is scored in (with the prompt).
+    """
     names = list(model.axes)
     eos = _eos_ids(model, tokenizer)
-    groups: dict[frozenset, list[int]] = defaultdict(list)
-    for i, (_, steer) in enumerate(jobs):
-        groups[frozenset(k for k, v in steer.items() if v != 0)].append(i)
+    jobs = [(job[0], job[1], job[2] if len(job) > 2 else None) for job in jobs]
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, (_, steer, system) in enumerate(jobs):
+        groups[(frozenset(k for k, v in steer.items() if v != 0), system)].append(i)
     results: list[Generation | None] = [None] * len(jobs)
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)
     with padding(tokenizer, "left"):
         config = GenerationConfig(
             do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos
         )
-        for active, members in groups.items():
+        for (active, system), members in groups.items():
             members = sorted(members, key=lambda i: len(jobs[i][0]))  # similar lengths pad less
             for start in range(0, len(members), batch_size):
                 chunk = members[start : start + batch_size]
-                enc = encode_chats(tokenizer, [jobs[i][0] for i in chunk])
+                enc = encode_chats(tokenizer, [jobs[i][0] for i in chunk], system=system)
                 if active:
                     steering = [{n: float(jobs[i][1].get(n, 0.0)) for n in names} for i in chunk]
                     out = model.generate(**enc, steering=steering, generation_config=config)
@@ -120,12 +135,16 @@ def generate_answers(
                 is_eos = torch.isin(new, torch.tensor(eos, dtype=new.dtype))
                 # Keep tokens up to and including the first EOS; generate pads finished rows after it.
                 valid = ((is_eos.long().cumsum(-1) - is_eos.long()) == 0).long()
+                plain = (
+                    enc if system == user_system else encode_chats(tokenizer, [jobs[i][0] for i in chunk], user_system)
+                )
                 nll = sequence_nll(
                     model.base,
-                    out,
-                    torch.cat([enc["attention_mask"], valid], dim=1),
-                    torch.cat([torch.zeros_like(enc["attention_mask"]), valid], dim=1),
+                    torch.cat([plain["input_ids"], new], dim=1),
+                    torch.cat([plain["attention_mask"], valid], dim=1),
+                    torch.cat([torch.zeros_like(plain["attention_mask"]), valid], dim=1),
                 )
+                context = (enc["attention_mask"].sum(1) - plain["attention_mask"].sum(1)).tolist()
                 for row, i in enumerate(chunk):
                     ids = new[row][valid[row].bool()]
                     results[i] = Generation(
@@ -134,6 +153,8 @@ def generate_answers(
                         text=tokenizer.decode(ids, skip_special_tokens=True).strip(),
                         tokens=int(valid[row].sum()),
                         nll=nll[row],
+                        system=system,
+                        context=int(context[row]),
                     )
                 bar.update(len(chunk))
     bar.close()
@@ -212,7 +233,7 @@ def _describe(setting: Setting) -> dict[str, Any]:
 
 def _score(gen: Generation) -> dict[str, float]:
     scores = {name: SCORERS[name](gen.text) for name in ("refusal", "sentiment", "readability", "words")}
-    scores.update(tokens=float(gen.tokens), nll=gen.nll)
+    scores.update(tokens=float(gen.tokens), nll=gen.nll, context=float(gen.context))
     return scores
 
 
@@ -243,6 +264,8 @@ def evaluate(
     seed: int = DEFAULTS.seed,
     batch_size: int = DEFAULTS.batch_size,
     random_control: bool = DEFAULTS.random_control,
+    prompting: bool = DEFAULTS.prompting,
+    system: str | None = DEFAULTS.system,
     kl: bool = DEFAULTS.kl,
     out_dir: str | None = None,
     plots: bool = DEFAULTS.plots,
@@ -254,6 +277,10 @@ def evaluate(
     Returns the results dict (see ``results.json``); with ``out_dir`` also writes results.json, results.md,
     answers.json and plots. Settings that wrap the same base model object share its (greedy, unsteered) answers
     instead of generating them again; pass a dict as ``base_cache`` to share them across calls as well.
+    With ``prompting``, each setting also runs the baseline a user would try first: the axis's own persona words as a
+    system message (the negative pole's for negative strengths), alone (condition ``prompt``, strength +-1) and
+    together with the pack (``prompt+axis``). ``system`` is the user's own system message, given to every
+    condition (after the persona words in the prompting ones): does each method keep its effect under it?
     """
     started = time.time()
     torch.manual_seed(seed)
@@ -270,16 +297,20 @@ def evaluate(
             described.append(_describe(setting))
             conditions = [("axis", ax, s) for s in steered]
             conditions += [("random", random_axis, s) for s in steered if random_axis]
+            prompted = prompt_conditions(m, ax, steered, system) if prompting else []
             keys, jobs = [], []
             for set_name, plist in prompts.items():
                 for i, prompt in enumerate(plist):
                     keys.append((set_name, i, "base", 0.0))
-                    jobs.append((prompt, {}))
+                    jobs.append((prompt, {}, system))
                     for condition, name, s in conditions:
                         keys.append((set_name, i, condition, s))
-                        jobs.append((prompt, {name: s}))
+                        jobs.append((prompt, {name: s}, system))
+                    for condition, name, s, message in prompted:
+                        keys.append((set_name, i, condition, s))
+                        jobs.append((prompt, {name: s} if name else {}, message))
             gens = _generate_with_base_cache(
-                m, tok, jobs, max_new_tokens, batch_size, progress, f"{setting.label}", base_cache
+                m, tok, jobs, max_new_tokens, batch_size, progress, f"{setting.label}", base_cache, system
             )
             scored: dict[tuple, list] = defaultdict(list)
             for key, gen in zip(keys, gens):
@@ -292,6 +323,7 @@ def evaluate(
                         "condition": key[2],
                         "strength": key[3],
                         "prompt": gen.prompt,
+                        "system": gen.system,
                         "answer": gen.text,
                         "tokens": gen.tokens,
                         "nll": gen.nll,
@@ -299,7 +331,7 @@ def evaluate(
                 )
             for set_name in prompts:
                 base = scored[(set_name, "base", 0.0)]
-                for condition, s in [("base", 0.0)] + [(c, s) for c, _, s in conditions]:
+                for condition, s in [("base", 0.0)] + [(c[0], c[2]) for c in conditions + prompted]:
                     metrics, delta = _summaries(scored[(set_name, condition, s)], base, seed)
                     rows.append(
                         {
@@ -337,6 +369,8 @@ def evaluate(
             "prompt_sets": {name: {"n": len(p)} for name, p in prompts.items()},
             "kl_prompt_set": {"name": KL_PROMPT_SET, "n": len(kl_prompts)} if kl else None,
             "random_control": random_control,
+            "prompting": prompting,
+            "system": system,
             "intervals": "95%: Wilson for rates, percentile bootstrap (2000 resamples, seeded) for means and deltas",
             "kl": "mean over positions of KL(steered || base) on chat-templated neutral prompts, teacher-forced",
             "nll": "mean per-token NLL of each answer under the unsteered base model (nats)",
@@ -357,27 +391,32 @@ def evaluate(
 
 
 def _generate_with_base_cache(
-    model, tokenizer, jobs, max_new_tokens: int, batch_size: int, progress: bool, desc: str, cache: dict
-) -> list[Generation]:
+    model, tokenizer, jobs, max_new_tokens: int, batch_size: int, progress: bool, desc: str, cache: dict,
+    user_system: str | None = None,
+) -> list[Generation]:  # fmt: skip
     """``generate_answers``, serving unsteered jobs from ``cache`` when the same base already answered them.
 
     Strength 0 runs the exact base model with greedy decoding, so its answer depends only on the base model, the
-    tokenizer, the prompt and the length limit: the key. Steered jobs are always generated.
+    tokenizer, the prompt, its system message, the context its NLL is scored in and the length limit: the key.
+    Steered jobs are always generated.
     """
-    key = (id(model.base), id(tokenizer), max_new_tokens)
+    key = (id(model.base), id(tokenizer), max_new_tokens, user_system)
+    jobs = [(job[0], job[1], job[2] if len(job) > 2 else None) for job in jobs]
     results: list[Generation | None] = [None] * len(jobs)
     todo = []
-    for i, (prompt, steer) in enumerate(jobs):
-        hit = cache.get((*key, prompt)) if not any(v != 0 for v in steer.values()) else None
+    for i, (prompt, steer, system) in enumerate(jobs):
+        hit = cache.get((*key, system, prompt)) if not any(v != 0 for v in steer.values()) else None
         if hit is not None:
-            results[i] = Generation(prompt, {k: float(v) for k, v in steer.items()}, hit.text, hit.tokens, hit.nll)
+            results[i] = replace(hit, steering={k: float(v) for k, v in steer.items()})
         else:
             todo.append(i)
-    made = generate_answers(model, tokenizer, [jobs[i] for i in todo], max_new_tokens, batch_size, progress, desc)
+    made = generate_answers(
+        model, tokenizer, [jobs[i] for i in todo], max_new_tokens, batch_size, progress, desc, user_system
+    )
     for i, gen in zip(todo, made):
         results[i] = gen
         if not any(v != 0 for v in jobs[i][1].values()):
-            cache[(*key, jobs[i][0])] = gen
+            cache[(*key, jobs[i][2], jobs[i][0])] = gen
     return results  # type: ignore[return-value]
 
 

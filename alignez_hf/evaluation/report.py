@@ -15,7 +15,10 @@ SHOWN = {
     "readability": ("readability (Flesch)", "{:.0f}"),
     "words": ("answer length (words)", "{:.0f}"),
     "nll": ("NLL under base (nats/token)", "{:.2f}"),
+    "context": ("prompt tokens vs plain", "{:+.0f}"),
 }
+# Plot line style of each condition (strength 0, the base, starts every line).
+STYLES = {"axis": "-", "random": "--", "prompt": ":", "prompt+axis": "-."}
 SUMMARY_KEY = "evaluation"
 
 
@@ -61,7 +64,9 @@ def results_markdown(results: dict) -> str:
     lines = ["# Evaluation results", ""]
     lines.append(
         f"Greedy decoding, {meta['max_new_tokens']} new tokens, seed {meta['seed']}; {meta['intervals']}. "
-        "Strength 0 is the unsteered base model; `random` is a random-direction axis of the same size."
+        "Strength 0 is the unsteered base model; `random` is a random-direction axis of the same size; `prompt` is "
+        "the axis's persona words as a system message (strength +1 / -1: which pole), `prompt+axis` both at once. "
+        "NLL is always that of the answer after the plain prompt, under the base."
     )
     lines.append("")
     for s in results["settings"]:
@@ -135,14 +140,14 @@ def plot_metrics(results: dict, out_dir: str | os.PathLike) -> list[Path]:
             colour = colours[k % len(colours)]
             rows = [r for r in results["rows"] if r["setting"] == setting["label"] and r["prompt_set"] == set_name]
             base = [r for r in rows if r["strength"] == 0]
-            for condition, style in (("axis", "-"), ("random", "--")):
+            for condition, style in STYLES.items():
                 picked = sorted(
                     base + [r for r in rows if r["condition"] == condition and r["strength"] != 0],
                     key=lambda r: r["strength"],
                 )
-                if condition == "random" and len(picked) <= len(base):
+                if condition != "axis" and len(picked) <= len(base):
                     continue
-                label = setting["label"] if condition == "axis" else f"{setting['label']} (random)"
+                label = setting["label"] if condition == "axis" else f"{setting['label']} ({condition})"
                 xs = [r["strength"] for r in picked]
                 for ax, metric in zip(flat, SHOWN):
                     _errorbar(
@@ -172,7 +177,9 @@ def plot_metrics(results: dict, out_dir: str | os.PathLike) -> list[Path]:
         n = results["meta"]["prompt_sets"][set_name]["n"]
         fig.suptitle(f"prompt set '{set_name}' (n = {n}, 95% intervals)", fontsize=10)
         fig.tight_layout()
-        path = out_dir / f"metrics_{set_name}.png"
+        # A prompt set given as a file path is named by its file's stem (a path would name folders that do not exist).
+        stem = Path(set_name).stem if ("/" in set_name or os.sep in set_name) else set_name
+        path = out_dir / f"metrics_{stem}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
