@@ -95,7 +95,7 @@ def embedded_name(path: str | os.PathLike) -> str | None:
     """The short name of the embedded model whose converted checkpoint folder is ``path``, else None."""
     try:
         resolved = Path(path).expanduser().resolve()
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):  # ValueError: a NUL in the path
         return None
     for name in EMBEDDED_MODELS:
         if _converted_folder(name).expanduser().resolve() == resolved:

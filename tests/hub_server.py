@@ -15,6 +15,11 @@ Design choices that mirror the real Hub (so client code paths are the production
 * 404s carry `X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotFound` (+ `X-Repo-Commit` for missing
   entries, which lets the client cache the non-existence exactly as it does against huggingface.co).
 
+A flaky Hub on demand: `hub.inject_fault("steering.safetensors", "cut", times=2)` makes the next 2 GETs of a file
+misbehave ("5xx": an error status; "cut": the connection is reset mid-body; "short": the body ends, with an orderly
+close, before its Content-Length; "bad_etag": same length, one byte flipped, so it no longer matches its ETag).
+HEAD requests keep answering correct metadata unless the fault names "HEAD" in `methods`.
+
 Usage in-process::
 
     with HubServer() as hub:
@@ -34,12 +39,14 @@ import itertools
 import json
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -78,6 +85,22 @@ class HubError(Exception):
         self.message = message
         self.code = code
         self.headers = headers or {}
+
+
+FAULT_KINDS = ("5xx", "cut", "short", "bad_etag")
+
+
+@dataclass
+class Fault:
+    """A misbehaviour of the next `times` /resolve requests for files whose path in the repo matches `pattern`."""
+
+    pattern: str
+    kind: str
+    times: int = 1
+    repo_id: str | None = None
+    status: int = 503
+    methods: tuple[str, ...] = ("GET",)
+    fired: int = 0
 
 
 @dataclass
@@ -598,6 +621,9 @@ class _Handler(BaseHTTPRequestHandler):
                 # X-Repo-Commit on the 404 lets the client cache ".no_exist" for this commit, as with the real Hub.
                 raise HubError(404, f"Entry not found: {filename}", "EntryNotFound", {"X-Repo-Commit": commit.oid})
             data = store.blobs[oid]
+        fault = self.server.hub._take_fault(method, f"{_URL_PREFIX[repo_type]}{repo_id}", filename)
+        if fault is not None and fault.kind == "5xx":
+            raise HubError(fault.status, "Injected fault")
         headers = {
             "Content-Type": "application/octet-stream",
             "ETag": f'"{oid}"',
@@ -610,8 +636,28 @@ class _Handler(BaseHTTPRequestHandler):
             if start is None:
                 return self._send(416, b"", {**headers, "Content-Range": f"bytes */{len(data)}"})
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            return self._send(206, data[start : end + 1], headers)
-        self._send(200, data, headers)
+            return self._send_body(206, data[start : end + 1], headers, fault)
+        self._send_body(200, data, headers, fault)
+
+    def _send_body(self, status: int, body: bytes, headers: dict[str, str], fault: Fault | None) -> None:
+        """Send a file's bytes, or misbehave as `fault` says (headers always promise the full, correct body)."""
+        if fault is None or self.command == "HEAD":
+            return self._send(status, body, headers)
+        if fault.kind == "bad_etag":
+            return self._send(status, body[:-1] + bytes([body[-1] ^ 0x01]) if body else body, headers)
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        if fault.kind == "cut":  # linger 0: the close sends a TCP reset, as a dropped connection does
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        else:  # "short": an orderly end of stream before Content-Length bytes came
+            self.connection.shutdown(socket.SHUT_WR)
 
     @staticmethod
     def _parse_range(value: str, size: int) -> tuple[int | None, int]:
@@ -673,6 +719,7 @@ class HubServer:
         self.port = port
         self.verbose = verbose
         self.store = HubStore()
+        self.faults: list[Fault] = []  # programmed with inject_fault; each request uses up one of the first match
         self.requests: list[tuple[str, str]] = []
         self._requests_lock = threading.Lock()
         self._httpd: _HTTPServer | None = None
@@ -787,6 +834,37 @@ class HubServer:
     def head(self, repo_id: str, *, branch: str = DEFAULT_BRANCH, repo_type: str = "model") -> str:
         """Return the commit oid a branch points at."""
         return self.commits(repo_id, branch=branch, repo_type=repo_type)[-1]
+
+    def inject_fault(
+        self,
+        pattern: str,
+        kind: str,
+        *,
+        times: int = 1,
+        repo_id: str | None = None,
+        status: int = 503,
+        methods: tuple[str, ...] = ("GET",),
+    ) -> Fault:
+        """Make the next `times` requests for matching files misbehave (see FAULT_KINDS); return the live Fault.
+
+        `pattern` is an fnmatch pattern on the path in the repo ("steering.safetensors", "*.json"); `repo_id` limits
+        it to one repo (datasets/spaces prefixed as in URLs); `status` is the answer of a "5xx" fault.
+        """
+        if kind not in FAULT_KINDS or (kind == "5xx" and not 500 <= status <= 599):
+            raise ValueError(f"Bad fault {kind!r}/{status}: kinds are {FAULT_KINDS}; a 5xx status is in 500..599")
+        fault = Fault(pattern, kind, times, repo_id, status, tuple(methods))
+        with self._requests_lock:
+            self.faults.append(fault)
+        return fault
+
+    def _take_fault(self, method: str, repo_id: str, path: str) -> Fault | None:
+        with self._requests_lock:
+            for fault in self.faults:
+                if fault.times > 0 and method in fault.methods and fault.repo_id in (None, repo_id):
+                    if fnmatchcase(path, fault.pattern):
+                        fault.times, fault.fired = fault.times - 1, fault.fired + 1
+                        return fault
+        return None
 
     def _log_request(self, method: str, path: str) -> None:
         with self._requests_lock:

@@ -44,7 +44,8 @@ def test_flip_axis_makes_plus_do_what_minus_did(tiny_chat_llama):
     after = aligned.axis_tensors("cheerful")
     assert torch.equal(aligned.generate(**enc, **settings, steering={"cheerful": 4.0}), minus)
     for layer, d in before["directions"].items():
-        assert torch.equal(after["directions"][layer], -d)
+        # add_axis normalises each row again: a unit row can come back 1 ulp away from -d.
+        torch.testing.assert_close(after["directions"][layer], -d, rtol=0, atol=1e-6)
         assert torch.equal(after["scales"][layer], before["scales"][layer])
         assert torch.equal(after["stats"][f"mean_pos_proj.{layer}"], -before["stats"][f"mean_pos_proj.{layer}"])
     assert torch.equal(after["stats"]["norms"], before["stats"]["norms"])

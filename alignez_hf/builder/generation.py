@@ -187,12 +187,15 @@ def self_generate(
         for q in queries
     ]
     first = {k: i for i, k in reversed(list(enumerate(keys)))}  # duplicate queries are generated once
-    pending = [i for i, k in enumerate(keys) if k not in store and first[k] == i]
-    # Each generate call holds both sides of a chunk of queries, so a chunk is half a batch.
+    unique = [i for i, k in enumerate(keys) if first[k] == i]
+    # Each generate call holds both sides of a chunk of queries, so a chunk is half a batch. Chunks are cut from
+    # all the queries, not from those still missing, so that a resumed build generates every chunk exactly as an
+    # uninterrupted one would (same rows, same seed): the pack it ends with is the same.
     chunk = max(1, batch_size // 2)
-    bar = tqdm(total=len(pending), desc=f"{axis.name}: self-generating", unit="query", disable=not progress)
-    for start in range(0, len(pending), chunk):
-        idx = pending[start : start + chunk]
+    chunks = [unique[start : start + chunk] for start in range(0, len(unique), chunk)]
+    chunks = [idx for idx in chunks if any(keys[i] not in store for i in idx)]
+    bar = tqdm(total=sum(map(len, chunks)), desc=f"{axis.name}: self-generating", unit="query", disable=not progress)
+    for idx in chunks:
         qs = [queries[i] for i in idx]
         seed = sampling.seed + int(keys[idx[0]][:6], 16)
         rows = [(q, side) for side in SIDES for q in qs]
@@ -219,6 +222,7 @@ def self_generate(
                 "settings": settings,
             }
             for i, q in zip(idx, qs)
+            if keys[i] not in store  # a chunk cut short by a kill keeps the records it wrote
         )
         bar.update(len(idx))
     bar.close()

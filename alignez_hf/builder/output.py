@@ -25,6 +25,7 @@ def check_output_dir(folder: Path, identity: dict, overwrite: bool) -> None:
     same = (
         existing.get("model_type") == "alignez"
         and existing.get("base_model_name_or_path") == identity["base_model_name_or_path"]
+        and existing.get("base_adapter_fingerprint") == identity.get("base_adapter_fingerprint")
         and [[a.get("name"), a.get("positive"), a.get("negative"), a.get("strategy")] for a in existing.get("axes", [])]
         == identity["axes"]
     )

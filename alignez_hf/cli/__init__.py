@@ -1,5 +1,6 @@
 """The ``alignez`` command: ``build`` makes a steering pack, ``demo`` shows one at work, ``eval`` measures one,
-``push`` shares one on the Hub, ``export`` folds one into its base's weights, ``serve`` serves one with vLLM.
+``push`` shares one on the Hub, ``export`` folds one into its base's weights, ``serve`` serves one with vLLM,
+``pairs`` writes one's self-generated answer pairs as preference data (for TRL's DPOTrainer).
 
 One module per subcommand, each with ``add_parser(subparsers)`` and ``run(args) -> exit code``, listed in
 ``COMMANDS``. Options shared with the library are generated from its option dataclasses (:mod:`.options`).
@@ -11,10 +12,18 @@ import argparse
 import os
 import sys
 
-from . import build, demo, export, push, serve
+from . import build, demo, export, pairs, push, serve
 from . import eval as eval_command
 
-COMMANDS = {"build": build, "demo": demo, "eval": eval_command, "push": push, "export": export, "serve": serve}
+COMMANDS = {
+    "build": build,
+    "demo": demo,
+    "eval": eval_command,
+    "push": push,
+    "export": export,
+    "serve": serve,
+    "pairs": pairs,
+}
 # Errors that are the user's to fix: printed as one line, exit code 2 (anything else is a bug: traceback).
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError)
 

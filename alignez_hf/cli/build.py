@@ -21,7 +21,12 @@ def bundled_queries() -> Path:
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="Build a steering pack from unlabeled queries (no labels, no training).")
-    p.add_argument("--base", default="smollm2-135m", help="Hub id, local folder, or embedded model name.")
+    p.add_argument(
+        "--base",
+        default="smollm2-135m",
+        help="Hub id, local folder, or embedded model name; a folder or repo of a PEFT adapter loads the base it names "
+        "with the adapter on top (needs peft: pip install 'alignez-hf[train]').",
+    )
     p.add_argument(
         "--axis",
         action="append",
@@ -51,12 +56,25 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def load_base(name_or_path: str):
-    """Load a base model and its tokenizer (embedded names are converted once and cached) and the name to record."""
+    """Load a base model and its tokenizer (embedded names are converted once and cached) and the name to record.
+
+    A folder or repo that holds a PEFT adapter (``adapter_config.json``) gives the base it names with the adapter on
+    top, loaded through peft (``runtime/adapters.py``); the pack then records both.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..embedded import EMBEDDED_MODELS, resolve_base
+    from ..runtime.adapters import inner_model, is_adapter, load_stack
+    from ..runtime.serialization import BASE_RESOLVERS
 
     path = resolve_base(name_or_path)
+    if is_adapter(path):
+        model, recorded = load_stack(path, resolvers=BASE_RESOLVERS, dtype="float32")
+        try:  # an adapter folder may ship the tokenizer; otherwise the base's is the one
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError):
+            tokenizer = AutoTokenizer.from_pretrained(inner_model(model).name_or_path)
+        return model, tokenizer, recorded
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval()
     # Packs of embedded models name the public Hub id, so they stay valid on machines that download it.

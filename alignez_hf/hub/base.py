@@ -27,8 +27,11 @@ class HubBase:
 
 def is_hub_id(name_or_path: str | None) -> bool:
     """Whether ``name_or_path`` reads as a Hub repo id (and is not an existing local path)."""
-    if not name_or_path or Path(name_or_path).expanduser().exists():
-        return False
+    try:
+        if not name_or_path or Path(name_or_path).expanduser().exists():
+            return False
+    except (OSError, ValueError):  # a name too long for a path, or one holding a NUL: no local folder either way
+        pass
     try:
         validate_repo_id(name_or_path)
     except HFValidationError:
@@ -95,3 +98,36 @@ def resolve_hub_base(
             card_license = getattr(info.card_data, "license", None) if info.card_data else None
             license = license or (card_license if isinstance(card_license, str) else None)
     return HubBase(repo_id, revision, license)
+
+
+def resolve_hub_adapter(
+    config: dict[str, Any],
+    adapter_id: str | None = None,
+    adapter_revision: str | None = None,
+    api: HfApi | None = None,
+) -> HubBase | None:
+    """The PEFT adapter a pushed pack records (Hub id and pinned revision), None for a pack without one; refuses an
+    adapter others cannot fetch, as :func:`resolve_hub_base` does for the base."""
+    recorded = config.get("base_adapter_name_or_path")
+    if not (recorded or config.get("base_adapter_fingerprint") or adapter_id):
+        return None
+    repo_id = adapter_id or (recorded if is_hub_id(recorded) else None)
+    if repo_id is None:
+        where = f"the local folder {recorded!r}" if recorded else "not recorded (it was wrapped from memory)"
+        raise ValueError(
+            f"This pack's base carries a PEFT adapter that is {where}, which nobody else can load. Push the adapter "
+            "to the Hub (peft_model.push_to_hub('org/adapter')), then pass its repo id: push_pack(..., "
+            "base_adapter_id='org/adapter') or `alignez push DIR REPO --base-adapter-id org/adapter`."
+        )
+    if not is_hub_id(repo_id):
+        raise ValueError(f"base_adapter_id must be a Hub repo id such as 'org/name', got {repo_id!r}.")
+    revision = adapter_revision or (config.get("base_adapter_revision") if repo_id == recorded else None)
+    if revision is None:  # pinned at the adapter repo's current commit, as the base is
+        try:
+            revision = (api or HfApi()).model_info(repo_id).sha
+        except (RepositoryNotFoundError, HfHubHTTPError, OSError) as err:
+            raise ValueError(
+                f"The PEFT adapter {repo_id!r} cannot be found on the Hub endpoint ({err}). Push it first, fix the "
+                "id, or pass base_adapter_revision= to record a revision without checking."
+            ) from err
+    return HubBase(repo_id, revision)

@@ -20,6 +20,16 @@ class PushConfig:
     base_model_revision: str | None = field(
         default=None, metadata={"help": "Commit of the base model to record.", "unset": "its current commit"}
     )
+    base_adapter_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub repo id of the base's PEFT adapter to record (needed when the pack names a local folder).",
+            "unset": "the id the pack records",
+        },
+    )
+    base_adapter_revision: str | None = field(
+        default=None, metadata={"help": "Commit of the PEFT adapter to record.", "unset": "its current commit"}
+    )
     private: bool | None = field(
         default=None, metadata={"help": "Create the repo as private.", "unset": "the Hub's default for new repos"}
     )

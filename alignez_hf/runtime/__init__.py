@@ -9,6 +9,8 @@ from .configuration_alignez import AlignEZConfig
 from .errors import (
     AlignEZError,
     BaseModelError,
+    DownloadError,
+    FolderLockedError,
     GateError,
     NotAPackError,
     PackError,
@@ -29,6 +31,8 @@ __all__ = [
     "AxisEdit",
     "AxisView",
     "BaseModelError",
+    "DownloadError",
+    "FolderLockedError",
     "GateError",
     "LayerEdit",
     "NotAPackError",

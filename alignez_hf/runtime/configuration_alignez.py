@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import reprlib
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,6 +73,9 @@ class AlignEZConfig(PretrainedConfig):
         positions: ``"last"`` edits the last position of each forward pass; ``"all"`` edits every position.
         composition: How several axes combine: ``"sequential"`` or the paper's ``"paper"`` weighted mix.
         format_version: Version of the pack format (docs/pack-format.md); packs saved before the field are 1.
+
+    Packs on a base that carries a PEFT adapter also hold ``base_adapter_name_or_path``, ``base_adapter_revision``
+    and ``base_adapter_fingerprint`` (keyword arguments, absent otherwise; see ``adapters.py``).
     """
 
     model_type = "alignez"
@@ -127,10 +131,11 @@ class AlignEZConfig(PretrainedConfig):
         ):
             # a bundled base lives in a subfolder of the pack, never elsewhere on the machine that loads it
             raise ValueError(f"AlignEZConfig.bundled_base must be a folder name inside the pack, got {bundled!r}.")
-        for field in ("base_model_name_or_path", "base_model_revision", "bundled_base"):
+        for field in STRING_FIELDS:
             value = getattr(self, field, None)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"AlignEZConfig.{field} must be a string or null, got {value!r}.")
+        check_adapter_fingerprint(getattr(self, "base_adapter_fingerprint", None))
         if self.layers_path is not None and (
             not isinstance(self.layers_path, str) or not LAYERS_PATH.match(self.layers_path)
         ):
@@ -141,6 +146,10 @@ class AlignEZConfig(PretrainedConfig):
         num_layers = check_base_fingerprint(self.base_fingerprint)
         if not isinstance(self.axes, list):
             raise ValueError(f"AlignEZConfig.axes must be a list of axis entries, got {self.axes!r}.")
+        if len(self.axes) > MAX_AXES:
+            raise ValueError(
+                f"AlignEZConfig.axes holds {len(self.axes)} axes, more than the {MAX_AXES} a pack may hold."
+            )
         seen = set()
         for index, axis in enumerate(self.axes):
             if not isinstance(axis, dict):
@@ -226,12 +235,38 @@ def check_fingerprint(config: AlignEZConfig, base_config) -> None:
 
 
 MAX_LABELS = 1024  # a pack has no labels; PretrainedConfig makes num_labels of them, so a huge count would hang
+# Packs hold a handful of axes; every entry costs work at load (transformers copies and prints the whole config),
+# so a config listing hundreds of thousands (16 MiB of JSON holds that many) is refused before that work.
+MAX_AXES = 4096
+# Top-level fields that hold a string or null (the base_adapter_* fields: packs on a PEFT adapter, adapters.py).
+STRING_FIELDS = (
+    "base_model_name_or_path", "base_model_revision", "bundled_base",
+    "base_adapter_name_or_path", "base_adapter_revision",
+)  # fmt: skip
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # A dotted attribute path: names of letters, digits and '_', not private.
 LAYERS_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*(\.[A-Za-z0-9][A-Za-z0-9_]*)*$")
 
 
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_adapter_fingerprint(fingerprint: Any) -> None:
+    """Raise a ValueError when ``base_adapter_fingerprint`` is neither null nor ``{"peft_type", "weights_sha256"}``."""
+    if fingerprint is None:
+        return
+    if not (
+        isinstance(fingerprint, dict)
+        and set(fingerprint) == {"peft_type", "weights_sha256"}
+        and isinstance(fingerprint["peft_type"], str)
+        and isinstance(fingerprint["weights_sha256"], str)
+        and SHA256.match(fingerprint["weights_sha256"])
+    ):
+        raise ValueError(
+            "AlignEZConfig.base_adapter_fingerprint must be null or an object with a string 'peft_type' and a "
+            f"64-hex-digit 'weights_sha256', got {reprlib.repr(fingerprint)}."
+        )
 
 
 def check_base_fingerprint(fingerprint: Any) -> int | None:

@@ -10,6 +10,8 @@ CONFIG_FILE = "config.json"
 STEERING_FILE = "steering.safetensors"
 STEERING_METADATA = {"format": "pt", "alignez": "1"}
 BUNDLED_BASE_FOLDER = "base"
+# Keyword arguments of from_pretrained that locate files on the Hub; they apply to the pack, base and adapter alike.
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
 
 HOOK_POINTS = ("residual", "mlp")
 LAYER_POLICIES = ("static", "per_query")

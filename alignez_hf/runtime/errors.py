@@ -5,11 +5,14 @@
   inconsistent; the message names the file, what is wrong and what to do.
 - :class:`NotAPackError` (also a ``TypeError``): a folder or config that is not a steering pack at all.
 - :class:`PackFileError` (a ``FileNotFoundError``): a file a pack needs is missing.
+- :class:`DownloadError` (an ``OSError``): a pack file's download from the Hub failed (a server error, a connection
+  that broke off) or gave bytes that do not match the file's ETag; the message names the file and says to retry.
 - :class:`BaseModelError` (an ``OSError``): the base model a pack names cannot be loaded.
 - :class:`SteeringError` (a ``ValueError``): a bad ``steering=`` argument of ``forward``/``generate``;
   :class:`UnknownAxisError` (also a ``KeyError``) names an axis the model does not have, and
   :class:`SteeringTypeError` (also a ``TypeError``) is a value of the wrong kind.
 - :class:`GateError` (a ``ValueError``): a malformed gate dict.
+- :class:`FolderLockedError` (a ``BlockingIOError``): another process is writing the same pack folder.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class PackFileError(AlignEZError, FileNotFoundError):
     """A file that a steering pack needs is missing."""
 
 
+class DownloadError(AlignEZError, OSError):
+    """Downloading a pack file from the Hub failed, or the file in the cache does not match its ETag."""
+
+
 class BaseModelError(AlignEZError, OSError):
     """The base model that a steering pack names cannot be loaded."""
 
@@ -58,6 +65,10 @@ class SteeringTypeError(SteeringError, TypeError):
 
 class GateError(AlignEZError, ValueError):
     """A malformed self-judged gate dict."""
+
+
+class FolderLockedError(AlignEZError, BlockingIOError):
+    """Another process (or thread) holds the writer lock of the pack folder being saved or built into."""
 
 
 def reason(err: BaseException) -> str:

@@ -28,6 +28,9 @@ from .positions import left_pad, position_ids
 GATE_KINDS = ("self_judge",)
 GATE_TOKEN_FIELDS = ("user_start", "turn_end", "before", "after", "digits")
 MAX_TOKEN_ID = 2**31 - 1  # no vocabulary is larger; bigger ids would overflow a tensor of token ids
+# A chat turn asking for a rating takes tens to hundreds of tokens; a field longer than this is not a judge prompt,
+# and would make every gated call run the model over that many tokens (a 16 MiB config could hold millions).
+MAX_GATE_TOKENS = 8192
 # transformers 5.x renamed generate's `past_key_values` to `cache`; use whichever this version calls it.
 CACHE_NAMES = tuple(getattr(generation_utils, "ALL_CACHE_NAMES", ("past_key_values",)))
 
@@ -39,8 +42,15 @@ def check_gate(name: str, gate: Any, vocab_size: int | None = None) -> None:
     limit = MAX_TOKEN_ID if vocab_size is None else vocab_size - 1
     for field in GATE_TOKEN_FIELDS:
         ids = gate.get(field)
+        if isinstance(ids, list) and len(ids) > MAX_GATE_TOKENS:
+            raise GateError(
+                f"Axis {name!r}: gate field {field!r} holds {len(ids)} token ids, more than the {MAX_GATE_TOKENS} a "
+                "judge prompt may take; rebuild the gate (AlignEZBuilder(gate=True)) or remove it."
+            )
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise GateError(f"Axis {name!r}: gate field {field!r} must be a list of token ids, got {ids!r}.")
+            raise GateError(
+                f"Axis {name!r}: gate field {field!r} must be a list of token ids, got {reprlib.repr(ids)}."
+            )
         bad = next((i for i in ids if not 0 <= i <= limit), None)
         if bad is not None:
             raise GateError(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .adapters import merge_adapter
 from .plan import build_plan, resolve_strengths
 
 # Architectures whose MLP output is added straight to the residual stream, with the projection that carries the
@@ -75,5 +76,6 @@ def merge_pack(model, steering: Mapping[str, float] | None = None) -> nn.Module:
             f"This steering pack cannot be merged into weights: {reason}. Serve it with AlignEZForCausalLM, or "
             "with vLLM through `alignez serve`, instead."
         )
+    merge_adapter(model)  # a PEFT adapter under the pack is folded in first: the result is one plain checkpoint
     fold_pushes(model.base, model._decoder_layers, {layer: edit.push[0] for layer, edit in plan.layers.items()})
     return model.base

@@ -19,10 +19,13 @@ import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 
+from .adapters import adapter_fields, check_adapter, inner_model, is_peft_model
+from .atomic import save_atomically
 from .axes import AxisRegistry, AxisView
 from .configuration_alignez import AlignEZConfig, base_fingerprint, check_fingerprint
-from .constants import CONFIG_FILE, STEERING_FILE
+from .constants import CONFIG_FILE, HUB_KWARGS, STEERING_FILE
 from .errors import AlignEZError, GateError, NotAPackError, pack_error, reason
+from .files import check_pack_file
 from .gates import CACHE_NAMES, apply_gates, check_gate, judge
 from .hooks import EditHooks, can_reuse_prefill, read_prompt
 from .layers import find_decoder_layers
@@ -34,12 +37,8 @@ from .serialization import (
     load_tokenizer,
     pack_file,
     read_steering,
-    save_atomically,
     write_pack,
 )
-
-# Keyword arguments of from_pretrained that locate files on the Hub; they apply to the pack and the base alike.
-HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
 
 
 class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
@@ -62,8 +61,9 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
         self.base = base_model
         self.tokenizer = tokenizer
         check_fingerprint(config, base_model.config)
+        check_adapter(config, base_model)
         num_layers = config.base_fingerprint.get("num_hidden_layers")
-        path, self._decoder_layers = find_decoder_layers(base_model, num_layers, config.layers_path)
+        path, self._decoder_layers = find_decoder_layers(inner_model(base_model), num_layers, config.layers_path)
         config.layers_path = path
         self._registry = AxisRegistry(config)
         self._disabled = False
@@ -95,10 +95,12 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
         layers_path: str | None = None,
         base_model_name_or_path: str | None = None,
         base_model_revision: str | None = None,
+        base_adapter_name_or_path: str | None = None,
+        base_adapter_revision: str | None = None,
     ) -> AlignEZForCausalLM:
-        """Wrap a loaded causal LM with no axes yet; add them with ``add_axis``."""
-        if not isinstance(base_model, PreTrainedModel):
-            raise TypeError(f"base_model must be a transformers PreTrainedModel, got {type(base_model).__name__}.")
+        """Wrap a loaded causal LM or PeftModel (base + adapter: adapters.py) with no axes; add them by ``add_axis``."""
+        if not isinstance(base_model, PreTrainedModel) and not is_peft_model(base_model):
+            raise TypeError(f"base_model must be a PreTrainedModel or PeftModel, got {type(base_model).__name__}.")
         config = AlignEZConfig(
             base_model_name_or_path=base_model_name_or_path or base_model.config.name_or_path or None,
             base_model_revision=base_model_revision or getattr(base_model.config, "_commit_hash", None),
@@ -109,6 +111,7 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
             top_n=top_n,
             positions=positions,
             composition=composition,
+            **adapter_fields(base_model, base_adapter_name_or_path, base_adapter_revision),
         )
         return cls(config, base_model=base_model, tokenizer=tokenizer)
 
@@ -304,7 +307,7 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
         )
         self._active = True
         try:
-            with EditHooks(self.base, self._decoder_layers, hook_point, plan):
+            with EditHooks(inner_model(self.base), self._decoder_layers, hook_point, plan):
                 yield
         finally:
             self._active = False
@@ -386,7 +389,8 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
         Usual loading kwargs (``dtype``, ``device_map``, ``token``, ``cache_dir``, ``trust_remote_code`` ...) go to
         the base (a base whose code lives in its repo runs only with ``trust_remote_code=True``); ``revision``
         and ``subfolder`` pin the pack. ``base_model`` attaches the pack to an already loaded model instead. The
-        pack's tokenizer, when it has one, is attached as ``model.tokenizer``.
+        pack's tokenizer, when it has one, is attached as ``model.tokenizer``. A pack on a PEFT adapter loads it on the
+        base (``base_adapter_name_or_path=`` and ``base_adapter_revision=`` override the recorded one; adapters.py).
         """
         source = str(pretrained_model_name_or_path)
         revision = kwargs.pop("revision", None)
@@ -395,6 +399,10 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
         for ignored in ("_from_auto", "_from_pipeline", "_commit_hash", "adapter_kwargs", "use_safetensors"):
             kwargs.pop(ignored, None)
         hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+        # Before anything reads config.json: a download is checked against its ETag, a local one must be a regular
+        # file inside the folder, and either must be of a sane size (files.py).
+        if config is None or not os.path.isdir(source):
+            check_pack_file(pack_file(source, CONFIG_FILE, revision, subfolder, hub), CONFIG_FILE, source)
         if config is None:
             config = AlignEZConfig.from_pretrained(source, revision=revision, subfolder=subfolder, **hub)
         elif not isinstance(config, AlignEZConfig) and getattr(config, "model_type", None) == AlignEZConfig.model_type:

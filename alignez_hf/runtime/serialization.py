@@ -10,7 +10,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,8 +17,12 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from .constants import BUNDLED_BASE_FOLDER, CONFIG_FILE, STEERING_FILE, STEERING_METADATA
+from .adapters import adapter_location, check_bundle, load_adapter
+from .atomic import umask
+from .constants import BUNDLED_BASE_FOLDER, CONFIG_FILE, HUB_KWARGS, STEERING_FILE, STEERING_METADATA
+from .downloads import download_errors, verify_cached
 from .errors import BaseModelError, PackError, PackFileError, pack_error
+from .files import TOKENIZER_FILES, check_bundled_base, check_pack_file, check_present
 
 RUNTIME_DIR = Path(__file__).resolve().parent
 # Callables (config) -> local folder or None, consulted before the recorded base id; the alignez_hf package
@@ -50,7 +53,7 @@ def write_steering(tensors: dict[str, torch.Tensor], folder: Path) -> None:
     """Write ``steering.safetensors`` (with the permissions of an ordinary file; safetensors makes it private)."""
     path = folder / STEERING_FILE
     save_file(tensors, str(path), metadata=dict(STEERING_METADATA))
-    path.chmod(0o666 & ~_umask())
+    path.chmod(0o666 & ~umask())
 
 
 # Bytes per element of the safetensors dtypes a steering file may hold; a header must fit the file's size.
@@ -65,8 +68,10 @@ def read_steering(path: str, source: str) -> dict[str, torch.Tensor]:
     """The tensors of a ``steering.safetensors``, or a PackError saying the file is corrupt and what to do.
 
     The header is checked against the file's size before safetensors reads it, so that a corrupt or hostile
-    header can make nothing allocate (or map) more than the file holds.
+    header can make nothing allocate (or map) more than the file holds; the file itself must be a regular file
+    of at most ``files.MAX_STEERING_BYTES``.
     """
+    check_pack_file(path, STEERING_FILE, source)
     try:
         problem = safetensors_header_problem(path)
     except OSError as err:
@@ -144,55 +149,16 @@ def _count(value) -> bool:
 def pack_file(source: str, filename: str, revision, subfolder: str, hub: dict) -> str:
     """Local path of one file of a pack given by folder or Hub repo id (downloaded into the Hub cache if needed)."""
     local = Path(source, subfolder, filename)
-    if Path(source).is_dir():
-        if not local.is_file():
-            raise PackFileError(f"{Path(source, subfolder)} has no {filename}; it is not a complete steering pack.")
-        return str(local)
+    if Path(source).is_dir():  # a regular file inside the folder, of a sane size (files.py); never opened otherwise
+        return check_pack_file(str(local), filename, source, Path(source, subfolder))
     from transformers.utils import cached_file
 
-    path = cached_file(source, filename, revision=revision, subfolder=subfolder, **hub)
+    with download_errors(source, filename):
+        path = cached_file(source, filename, revision=revision, subfolder=subfolder, **hub)
     if path is None:
         raise PackFileError(f"The steering pack {source} has no {filename}.")
+    verify_cached(path, source, filename)  # the client checks only the size; a corrupt copy must not stay cached
     return path
-
-
-def save_atomically(target: Path, write) -> None:
-    """Call ``write(staging_folder)``, then move the folder into place: a crash leaves the old pack or the new one."""
-    if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"{target} exists and is not a folder.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a saved pack is an ordinary folder
-    try:
-        write(staging)
-        _publish(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Move a fully written folder into place; a crash leaves the old pack or the new one, never half of each."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    # Keep files in the old folder that the pack does not own (e.g. a user's notes); drop the rest.
-    for item in old.iterdir():
-        if not (target / item.name).exists():
-            os.replace(item, target / item.name)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_pack(model, folder: Path, include_base: bool = False, **kwargs) -> None:
@@ -203,6 +169,8 @@ def write_pack(model, folder: Path, include_base: bool = False, **kwargs) -> Non
         "AutoConfig": "configuration_alignez.AlignEZConfig",
         "AutoModelForCausalLM": "modeling_alignez.AlignEZForCausalLM",
     }
+    if include_base:
+        check_bundle(model)
     config.bundled_base = BUNDLED_BASE_FOLDER if include_base else None
     config.save_pretrained(folder)
     write_steering(model.steering_state_dict(), folder)
@@ -225,6 +193,8 @@ def base_location(source, config, revision=None, subfolder="", name_or_path=None
     """
     bundled = getattr(config, "bundled_base", None)
     if bundled:
+        if os.path.isdir(source):
+            check_bundled_base(Path(source, subfolder), bundled, source)
         where, pinned = source, {"revision": revision, "subfolder": f"{subfolder}/{bundled}".strip("/")}
     else:
         resolved = None if name_or_path else next(filter(None, (r(config) for r in BASE_RESOLVERS)), None)
@@ -242,14 +212,17 @@ def base_location(source, config, revision=None, subfolder="", name_or_path=None
 
 def load_base(source, config, revision, subfolder, name_or_path, base_revision, *args, **kwargs):
     """The base model a pack names (see :func:`base_location`), loaded with ``from_pretrained(*args, **kwargs)``."""
+    adapter = adapter_location(source, config, kwargs)  # and the PEFT adapter on top of it, when the pack names one
     where, pinned = base_location(source, config, revision, subfolder, name_or_path, base_revision)
     try:
-        return AutoModelForCausalLM.from_pretrained(where, *args, **pinned, **kwargs)
+        base = AutoModelForCausalLM.from_pretrained(where, *args, **pinned, **kwargs)
     except (OSError, ValueError) as err:  # not found, not downloadable, or not a model transformers knows
         raise BaseModelError(
             f"Could not load the base model {where!r} (revision {pinned.get('revision')}) named by the steering "
             f"pack {source} (in its {CONFIG_FILE}): {err}\nIf the base lives elsewhere, pass base_model_name_or_path=."
         ) from err
+    hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+    return base if adapter is None else load_adapter(base, *adapter, f"the steering pack {source}", hub)
 
 
 def load_tokenizer(source: str, revision, subfolder: str, hub: dict, base_config):
@@ -257,8 +230,10 @@ def load_tokenizer(source: str, revision, subfolder: str, hub: dict, base_config
 
     The base's config tells AutoTokenizer the model type: the pack's own config would send it to remote code.
     """
-    if Path(source).is_dir() and not Path(source, subfolder, "tokenizer_config.json").is_file():
-        return None
+    if Path(source).is_dir():
+        check_present(Path(source, subfolder), TOKENIZER_FILES, source)  # before the try: these errors must show
+        if not Path(source, subfolder, "tokenizer_config.json").is_file():
+            return None
     try:
         return AutoTokenizer.from_pretrained(source, config=base_config, revision=revision, subfolder=subfolder, **hub)
     except (OSError, ValueError):

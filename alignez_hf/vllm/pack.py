@@ -16,9 +16,9 @@ import torch
 from ..runtime import AlignEZConfig
 from ..runtime.axes import AxisRegistry
 from ..runtime.configuration_alignez import base_fingerprint
-from ..runtime.constants import STEERING_FILE
+from ..runtime.constants import CONFIG_FILE, STEERING_FILE
 from ..runtime.plan import AxisEdit, resolve_strengths
-from ..runtime.serialization import base_location, read_steering
+from ..runtime.serialization import base_location, pack_file, read_steering
 
 PACK_ENV = "ALIGNEZ_VLLM_PACK"  # the folder of the pack the plugin steers with; unset: the plugin does nothing
 REQUEST_KEY = "steering"  # SamplingParams(extra_args={"steering": ...}); over HTTP vllm_xargs={"steering": ...}
@@ -34,14 +34,16 @@ class ServedPack:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        if not (self.folder / "config.json").is_file():
+        if not os.path.lexists(self.folder / CONFIG_FILE):  # present: pack_file says what is wrong with it, if anything
             raise FileNotFoundError(
                 f"{self.folder} is not a steering pack folder (no config.json); give the folder `alignez build` or "
                 "save_pretrained wrote (download a Hub pack first, e.g. with huggingface_hub.snapshot_download)."
             )
+        source = str(self.folder)
+        pack_file(source, CONFIG_FILE, None, "", {})  # a regular file inside the folder, of a sane size, or refused
         self.config = AlignEZConfig.from_pretrained(self.folder)
         self.registry = AxisRegistry(self.config)
-        self.registry.load_state_dict(read_steering(str(self.folder / STEERING_FILE), str(self.folder)), str(folder))
+        self.registry.load_state_dict(read_steering(pack_file(source, STEERING_FILE, None, "", {}), source), source)
         refusal = unsupported(self.config)
         if refusal:
             raise UnsupportedOnVLLM(
@@ -92,6 +94,11 @@ def unsupported(config: AlignEZConfig) -> str | None:
         return (
             f"axes {gated} are gated, and a self-judged gate needs an extra model pass per request; remove the gate "
             "(model.set_gate(name, None), then save_pretrained) to steer every request"
+        )
+    if getattr(config, "base_adapter_name_or_path", None) or getattr(config, "base_adapter_fingerprint", None):
+        return (
+            "its base carries a PEFT adapter, which vLLM would not load under the steering; export the pack with "
+            "`alignez export PACK --merged OUT` (adapter and steering folded into one checkpoint) and serve that"
         )
     return None
 
