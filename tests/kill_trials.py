@@ -6,7 +6,7 @@ Targets, each run ``--trials`` times with a kill at a uniformly random moment of
   After each kill the folder holds exactly the old pack's files or the new pack's, never a mix, and the user's file.
 - ``push``: ``push_pack`` of a pack folder to a repo on the Hub-shaped server (a separate process). The pack folder
   is byte-for-byte unchanged, and the repo holds the previous pack or the complete new one.
-- ``build``: ``alignez build`` with a strategy that self-generates (persona, greedy), killed, then rerun to the end.
+- ``build``: ``alignez build`` with a strategy that self-generates (persona_answers, greedy), killed, then rerun.
   The killed run's record file holds only whole records, the rerun regenerates at most one batch, and the final
   pack's tensors and records equal those of a build that was never interrupted.
 
@@ -209,7 +209,7 @@ def _remote_steering(url: str) -> str:
 
 
 def build_trials(root: Path, trials: int, rng: random.Random) -> dict:
-    """Kill `alignez build` (persona strategy: self-generates answers), rerun it, compare with an unbroken build."""
+    """Kill `alignez build` (persona_answers: self-generates answers), rerun it, compare with an unbroken build."""
     tokenizer = AutoTokenizer.from_pretrained(alignez_hf.default_base_model())
     base = root / "build-base"
     make_tiny_llama(vocab_size=len(tokenizer)).save_pretrained(base)
@@ -220,6 +220,7 @@ def build_trials(root: Path, trials: int, rng: random.Random) -> dict:
     def build(out: Path, ready):
         ready()
         args = ["build", "--base", str(base), "--axis", "cheerful", "--out", str(out), "--queries", str(queries)]
+        args += ["--strategy", "persona_answers"]  # it self-generates answers (persona reads prompts only)
         args += ["--greedy", "--batch-size", str(BATCH), "--max-new-tokens", "6", "--check-queries", "2"]
         args += ["--no-orient"]
         assert cli_main(args) == 0
@@ -227,14 +228,17 @@ def build_trials(root: Path, trials: int, rng: random.Random) -> dict:
     reference = root / "build-ref"
     duration = in_child(lambda ready: build(reference, ready))[1]
     ref_tensors, ref_records = load_file(str(reference / "steering.safetensors")), _records(reference)
-    killed, worst_lost = 0, 0
+    assert len(ref_records) == len(QUERIES), "the reference build wrote no self-generated records"
+    killed, worst_lost, kept_total = 0, 0, 0
     for trial in range(trials):
         out = root / f"build-{trial}"
         finished, _ = in_child(lambda ready, out=out: build(out, ready), rng.uniform(0, duration))
         killed += not finished
         if (out / "config.json").exists():  # the save had begun its swap: the whole pack is there
-            assert {"steering.safetensors", "self_generated.jsonl"} <= {p.name for p in out.iterdir()}
+            names = sorted(p.name for p in out.iterdir())
+            assert {"steering.safetensors", "self_generated.jsonl"} <= set(names), names
         kept = _records(out, allow_cut=True)
+        kept_total += len(kept)
         assert all(kept[k] == ref_records[k] for k in kept), "a record written before the kill differs"
         in_child(lambda ready, out=out: build(out, ready))
         tensors = load_file(str(out / "steering.safetensors"))
@@ -251,6 +255,8 @@ def build_trials(root: Path, trials: int, rng: random.Random) -> dict:
         "killed_mid_build": killed,
         "build_seconds": duration,
         "most_rows_regenerated": worst_lost,
+        "records_kept_over_kills": kept_total,  # written before a kill, read back by the rerun
+        "records_per_build": len(ref_records),
         "batch_rows": BATCH,
         "identical_tensors": trials,
     }
