@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..chat import chat_prompt, encode_texts, padding
+from ..runtime.atomic import write_text_atomically
 from . import prompts
 from .axes import Axis
 
@@ -127,9 +128,9 @@ class RecordStore:
         if bad:
             warnings.warn(f"{self.path}: dropped {bad} unreadable line(s) (an interrupted write?).", stacklevel=3)
             # Rewrite without them (atomically), so the file that ships in the pack is clean JSONL.
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()), "utf-8")
-            os.replace(tmp, self.path)
+            write_text_atomically(
+                self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values())
+            )
 
     def __contains__(self, key: str) -> bool:
         return key in self.records

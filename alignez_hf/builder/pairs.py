@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..chat import chat_prompt, has_chat_template
+from ..runtime.atomic import write_text_atomically
 from .generation import RecordStore
 from .output import RECORDS_FILE
 from .strategies import STRATEGIES
@@ -76,16 +77,4 @@ def preference_rows(records: Iterable[dict], tokenizer=None, form: str = "auto",
 
 def write_jsonl(rows: list[dict], out: str | os.PathLike) -> Path:
     """Write ``rows`` as JSON lines to ``out`` atomically (a temporary file beside it, then moved into place)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_text_atomically(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -94,6 +94,11 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return sorted(set(ids))
 
 
+def _as_job(job: Sequence) -> tuple[str, Mapping[str, float], str | None]:
+    """``(prompt, {axis: strength})`` or ``(prompt, {axis: strength}, system)`` as the three-field form."""
+    return job[0], job[1], job[2] if len(job) > 2 else None
+
+
 def generate_answers(
     model,
     tokenizer,
@@ -110,7 +115,7 @@ def generate_answers(
     """
     names = list(model.axes)
     eos = _eos_ids(model, tokenizer)
-    jobs = [(job[0], job[1], job[2] if len(job) > 2 else None) for job in jobs]
+    jobs = [_as_job(job) for job in jobs]
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, (_, steer, system) in enumerate(jobs):
         groups[(frozenset(k for k, v in steer.items() if v != 0), system)].append(i)
@@ -401,7 +406,7 @@ def _generate_with_base_cache(
     Steered jobs are always generated.
     """
     key = (id(model.base), id(tokenizer), max_new_tokens, user_system)
-    jobs = [(job[0], job[1], job[2] if len(job) > 2 else None) for job in jobs]
+    jobs = [_as_job(job) for job in jobs]
     results: list[Generation | None] = [None] * len(jobs)
     todo = []
     for i, (prompt, steer, system) in enumerate(jobs):

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..runtime.atomic import write_text_atomically
+
 # Metrics shown in tables and plots, with how they are printed and titled.
 SHOWN = {
     "refusal": ("refusal rate", "{:.0%}"),
@@ -35,18 +37,7 @@ def _clean(value: Any) -> Any:
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Write JSON next to ``path`` and move it into place, so readers never see half a file."""
-    _write_text_atomic(Path(path), json.dumps(_clean(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    # A sibling temp file (not mkstemp, whose files are private) keeps the usual permissions.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomically(Path(path), json.dumps(_clean(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def _cell(summary: dict | None, fmt: str) -> str:
@@ -194,7 +185,7 @@ def write_results(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
     write_json_atomic(written["json"], {k: v for k, v in results.items() if k != "answers"})
-    _write_text_atomic(written["markdown"], results_markdown(results))
+    write_text_atomically(written["markdown"], results_markdown(results))
     if answers is not None:
         written["answers"] = out_dir / "answers.json"
         write_json_atomic(written["answers"], answers)
@@ -267,7 +258,7 @@ def write_sweep(sweep: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"json": out_dir / "sweep.json", "markdown": out_dir / "sweep.md"}
     write_json_atomic(written["json"], sweep)
-    _write_text_atomic(written["markdown"], sweep_markdown(sweep))
+    write_text_atomically(written["markdown"], sweep_markdown(sweep))
     written["heatmap"] = plot_heatmaps(sweep, out_dir / f"heatmap_{sweep['axis_a']}_{sweep['axis_b']}.png")
     return written
 

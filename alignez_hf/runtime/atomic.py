@@ -44,6 +44,22 @@ def umask() -> int:
     return mask
 
 
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to a sibling temporary file, then move it into place: readers never see half a file.
+
+    A sibling (not ``mkstemp``, whose files are private) keeps the usual permissions.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 @contextmanager
 def writer_lock(target: str | os.PathLike):
     """Hold the writer lock of the folder ``target`` (which may not exist yet) for the ``with`` block.
