@@ -108,11 +108,15 @@ def generate_answers(
     progress: bool = True,
     desc: str = "generating",
     user_system: str | None = None,
+    nll_model=None,
 ) -> list[Generation]:
     """Greedy answers for ``(prompt, {axis: strength}[, system])`` jobs, batched; all-zero jobs run the exact base.
 
     ``user_system`` is the user's own system message: the context each answer's NLL is scored in (with the prompt).
+    ``nll_model`` is the model that scores each answer's NLL (default: ``model.base``); give the original base when
+    ``model`` wraps a fine-tune of it, so that the drift is measured from the same model for every method.
     """
+    nll_model = model.base if nll_model is None else nll_model
     names = list(model.axes)
     eos = _eos_ids(model, tokenizer)
     jobs = [_as_job(job) for job in jobs]
@@ -144,7 +148,7 @@ def generate_answers(
                     enc if system == user_system else encode_chats(tokenizer, [jobs[i][0] for i in chunk], user_system)
                 )
                 nll = sequence_nll(
-                    model.base,
+                    nll_model,
                     torch.cat([plain["input_ids"], new], dim=1),
                     torch.cat([plain["attention_mask"], valid], dim=1),
                     torch.cat([torch.zeros_like(plain["attention_mask"]), valid], dim=1),
