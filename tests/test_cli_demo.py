@@ -43,7 +43,7 @@ def test_demo_on_a_tiny_model(tmp_path, tiny_chat_llama, monkeypatch, capsys):
     queries.write_text("How do I bake bread?\nTell me about rivers.\nDescribe a quiet street.\n")
     monkeypatch.setenv("ALIGNEZ_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(embedded, "default_base_model", lambda: "tiny")
-    monkeypatch.setattr(build_cli, "load_base", lambda name: (model, tok, "org/tiny"))
+    monkeypatch.setattr(build_cli, "load_base", lambda name: (model, tok, "org/tiny", None))
     monkeypatch.setattr(build_cli, "bundled_queries", lambda: queries)
     assert main(["demo", "--max-new-tokens", "3"]) == 0
     out = capsys.readouterr().out

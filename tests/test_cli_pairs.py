@@ -20,6 +20,7 @@ from alignez_hf.builder import RECORDS_FILE
 from alignez_hf.builder.pairs import preference_rows
 from alignez_hf.cli import main
 
+pytest_plugins = ["hub_fixtures"]
 pytestmark = pytest.mark.filterwarnings("ignore:Axis .*(likely to do nothing|separate barely)", "ignore::FutureWarning")
 
 # A chat template the word-level tokenizer can read: turns as "<s> w1 content </s>" (w1: user, w2: assistant).
@@ -131,3 +132,29 @@ def test_preference_rows_skip_what_teaches_nothing():
     assert skipped == 3 and [r["prompt"][0]["content"] for r in rows] == ["q1"]
     with pytest.raises(ValueError, match="form must be one of"):
         preference_rows(records, form="chatml")
+
+
+def test_pairs_from_a_pushed_pack_by_repo_id(hub_server, hub_env, tmp_path, capsys):
+    """A pushed pack carries its records: `alignez pairs REPO` downloads them (pinned by --revision) and writes the
+    same rows as from the folder; a repo pushed without records gets the strategies hint."""
+    from huggingface_hub import HfApi
+    from tiny_packs import BASE_REPO
+
+    model, tokenizer = make_tiny_llama(), tiny_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    pack = build(tmp_path, model, tokenizer, "w5 w6 w7\nw8 w9 w10\nw12 w13\n", "up=w100,w200")
+    api = HfApi(endpoint=hub_server.url)
+    api.create_repo(BASE_REPO)
+    hub_server.put_file(BASE_REPO, "config.json", model.config.to_json_string().encode())
+    push = ["push", str(pack), "user/pairs-pack", "--base-model-id", BASE_REPO, "--endpoint", hub_server.url]
+    assert main(push) == 0
+    first = api.list_repo_commits("user/pairs-pack")[0].commit_id
+    local, remote = tmp_path / "local.jsonl", tmp_path / "remote.jsonl"
+    assert main(["pairs", str(pack), "--out", str(local)]) == 0
+    assert main(["pairs", "user/pairs-pack", "--revision", first, "--out", str(remote)]) == 0
+    assert "conversational preference pairs" in capsys.readouterr().out
+    assert remote.read_text() == local.read_text() and local.read_text()
+    (pack / RECORDS_FILE).unlink()
+    assert main([*push[:2], "user/no-records", *push[3:]]) == 0
+    assert main(["pairs", "user/no-records", "--out", str(tmp_path / "none.jsonl")]) == 2
+    assert "persona_answers" in capsys.readouterr().err and not (tmp_path / "none.jsonl").exists()

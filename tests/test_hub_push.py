@@ -313,3 +313,22 @@ def test_push_pack_defaults_are_push_config():
 
     params = inspect.signature(push_pack).parameters
     assert {name: params[name].default for name in asdict(PushConfig())} == asdict(PushConfig())
+
+
+def test_build_from_a_hub_base_pins_its_commit(hub_env, hub_server, tmp_path, tiny_llama):
+    """`alignez build --base REPO` records the commit it loaded, so a later push of the base cannot change the pack."""
+    from alignez_hf.cli import main
+
+    api = HfApi(endpoint=hub_server.url)
+    base_dir = tmp_path / "tiny-base"
+    tiny_llama.save_pretrained(base_dir)
+    tiny_tokenizer().save_pretrained(base_dir)
+    api.create_repo(BASE_REPO)
+    commit = api.upload_folder(repo_id=BASE_REPO, folder_path=base_dir).oid
+    queries = tmp_path / "queries.txt"
+    queries.write_text("w5 w6\nw7 w8\nw9 w10\n")
+    out = tmp_path / "pack"
+    argv = ["build", "--base", BASE_REPO, "--queries", str(queries), "--out", str(out), "--axis", "up=w100,w200"]
+    assert main([*argv, "--check-queries", "0", "--orient-queries", "0"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["base_model_name_or_path"], config["base_model_revision"]) == (BASE_REPO, commit)

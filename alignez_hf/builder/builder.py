@@ -18,9 +18,9 @@ from ..runtime.adapters import adapter_fields
 from ..runtime.atomic import writer_lock
 from . import prompts
 from .axes import Axis, parse_axis
-from .config import BuildConfig
+from .config import BuildConfig, gate_kind
 from .embeddings import embed_ids
-from .gate import fit_gate
+from .gate import fit_gate, fit_prefill_gate
 from .generation import GenerationStats, RecordStore, SamplingSettings, generate_texts, self_generate
 from .orientation import flip_axis, measure_orientation, spread
 from .output import RECORDS_FILE, check_output_dir
@@ -51,6 +51,7 @@ class AlignEZBuilder:
         progress: bool = True,
         verbose: bool = True,
         base_model_name_or_path: str | None = None,
+        base_model_revision: str | None = None,
         **options,
     ):
         if config is not None and not isinstance(config, BuildConfig):
@@ -87,17 +88,17 @@ class AlignEZBuilder:
         self.orient = c.orient
         self.orient_queries = c.orient_queries
         self.orient_strength = c.orient_strength
-        gate, gate_queries, gate_answered_fire = c.gate, c.gate_queries, c.gate_answered_fire
+        gate, gate_queries, gate_answered_fire = gate_kind(c.gate), c.gate_queries, c.gate_answered_fire
         if gate and not any(a.behaviour == "refusal" for a in self.axes):
             raise ValueError(
-                "gate=True adds a self-judged harm gate to refusal axes, and none of the axes is one: use the "
+                f"gate={c.gate!r} adds a harm gate to refusal axes, and none of the axes is one: use the "
                 "'harmless' preset or name an axis's behaviour, e.g. 'safe=careful,reckless@refusal'."
             )
         if gate and gate_queries < 8:
             raise ValueError(f"gate_queries must be at least 8 (refused and answered queries), got {gate_queries}.")
         if gate_answered_fire is not None and not 0.0 <= gate_answered_fire < 1.0:
             raise ValueError(f"gate_answered_fire must be in [0, 1) or None (Youden's J), got {gate_answered_fire!r}.")
-        self.gate = gate
+        self.gate = gate  # the gate kind: "prefill", "self_judge" or None
         self.gate_queries = gate_queries
         self.gate_answered_fire = gate_answered_fire
         self.progress = progress
@@ -105,6 +106,7 @@ class AlignEZBuilder:
         self.base_model_name_or_path = (
             base_model_name_or_path or getattr(base_model.config, "name_or_path", None) or None
         )
+        self.base_model_revision = base_model_revision
         self.reports: list[AxisReport] = []
 
     # ------------------------------------------------------------------ public
@@ -133,6 +135,7 @@ class AlignEZBuilder:
             hook_point=self.strategy.hook_point,
             layer_policy=self.strategy.layer_policy,
             base_model_name_or_path=self.base_model_name_or_path,
+            base_model_revision=self.base_model_revision,
         )
         aligned.eval()
         self.reports = [self._build_axis(aligned, axis, queries, store) for axis in self.axes]
@@ -340,7 +343,7 @@ class AlignEZBuilder:
 
         if self.gate and axis.behaviour == "refusal":
             began = time.perf_counter()
-            fit = fit_gate(
+            fit = (fit_prefill_gate if self.gate == "prefill" else fit_gate)(
                 aligned,
                 self.tokenizer,
                 axis.name,

@@ -14,6 +14,36 @@ DEFAULT_STRATEGY = "persona"
 DEFAULT_ANSWERED_FIRE = 0.3
 
 
+GATE_KINDS = ("prefill", "self_judge")  # what --gate takes (and 'none')
+_GATE_NAMES = {
+    "prefill": "prefill",
+    "self_judge": "self_judge",
+    "self-judge": "self_judge",
+    "none": False,
+    "off": False,
+}
+
+
+def parse_gate(text: str) -> str | bool:
+    """``--gate``: ``prefill``, ``self_judge`` or ``none`` (returned as False)."""
+    value = _GATE_NAMES.get(text.strip().lower())
+    if value is None:
+        raise ValueError(f"expected one of {', '.join(GATE_KINDS)} or none; got {text!r}")
+    return value
+
+
+def gate_kind(value: bool | str | None) -> str | None:
+    """The gate kind an option value asks for: True (the original flag) is ``self_judge``; False or None: no gate."""
+    if value is True:
+        return "self_judge"
+    if value is False or value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"gate must be one of {', '.join(GATE_KINDS)}, None or a bool; got {value!r}.")
+    kind = parse_gate(value)
+    return kind or None
+
+
 def parse_share_or_youden(text: str) -> float | None:
     """``--gate-answered-fire``: a share such as 0.3, or ``youden`` (returned as None: Youden's J)."""
     if text.strip().lower() == "youden":
@@ -112,11 +142,18 @@ class BuildConfig:
     )
     orient_queries: int = field(default=16, metadata={"help": "Build queries of the sign check; 0 skips it."})
     orient_strength: float = field(default=2.0, metadata={"help": "Strength (+ and -) at which the sign is checked."})
-    gate: bool = field(
+    gate: bool | str = field(
         default=False,
         metadata={
-            "help": "Gate refusal axes (harmless, name=a,b@refusal) on the model's own 0-9 harm rating of each "
-            "prompt, with the threshold placed on its own refusals of the build queries."
+            "help": "Gate refusal axes (harmless, name=a,b@refusal) so they steer only prompts like those the model "
+            "itself refuses: 'prefill' reads the condition from the prompt's hidden states in the pass the model "
+            "runs anyway (a direction and threshold fitted on its own refusals of the build queries), 'self_judge' "
+            "asks the model its own 0-9 harm rating first (one extra pass per call), 'none'. --gate alone: "
+            "self_judge.",
+            "parse": parse_gate,
+            "nargs": "?",
+            "const": True,
+            "metavar": "KIND",
         },
     )
     gate_queries: int = field(
@@ -126,7 +163,8 @@ class BuildConfig:
         default=DEFAULT_ANSWERED_FIRE,
         metadata={
             "help": "With --gate: the gate fires on at most this share of the build queries the model answered; "
-            "'youden' takes the threshold that best separates its refusals from its answers instead.",
+            "'youden' takes the threshold that best separates its refusals from its answers instead (self_judge; "
+            "the prefill gate's search keeps the default budget).",
             "parse": parse_share_or_youden,
         },
     )

@@ -109,8 +109,10 @@ def record_key(**fields: Any) -> str:
 class RecordStore:
     """An append-only JSONL file of self-generated records, read back on open so a rerun can skip them."""
 
-    def __init__(self, path: str | Path | None):
+    def __init__(self, path: str | Path | None, repair: bool = True):
+        """``repair=False`` reads without rewriting a file that has unreadable lines (a copy in the Hub cache)."""
         self.path = Path(path) if path is not None else None
+        self.repair = repair
         self.records: dict[str, dict] = {}
         if self.path is not None and self.path.is_file():
             self._load()
@@ -127,6 +129,8 @@ class RecordStore:
                 bad += 1  # a line cut short by an interrupted write; its query is generated again
         if bad:
             warnings.warn(f"{self.path}: dropped {bad} unreadable line(s) (an interrupted write?).", stacklevel=3)
+            if not self.repair:
+                return
             # Rewrite without them (atomically), so the file that ships in the pack is clean JSONL.
             write_text_atomically(
                 self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values())

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from ..chat import chat_prompt, has_chat_template
 from ..runtime.atomic import write_text_atomically
+from ..runtime.errors import PackFileError
+from ..runtime.serialization import pack_file
 from .generation import RecordStore
 from .output import RECORDS_FILE
 from .strategies import STRATEGIES
@@ -28,16 +30,27 @@ def answer_strategies() -> list[str]:
     return [name for name, strategy in STRATEGIES.items() if strategy.generation is not None]
 
 
-def read_records(pack: str | os.PathLike) -> list[dict]:
-    """The self-generated records of a pack folder, or a FileNotFoundError saying which strategies write them."""
-    path = Path(pack) / RECORDS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{pack} has no {RECORDS_FILE}: its axes were built by a strategy that generates no answers (the "
-            f"default, 'persona', reads prompts only). Rebuild it with --strategy {' or '.join(answer_strategies())}, "
-            "which record the model's answer pairs."
-        )
-    return list(RecordStore(path).records.values())
+def read_records(pack: str | os.PathLike, revision: str | None = None) -> list[dict]:
+    """The self-generated records of a pack, by folder or Hub repo id (``revision``: a branch, tag or commit).
+
+    A repo's ``self_generated.jsonl`` is downloaded into the Hub cache and checked against its ETag as every pack
+    file is. A pack without records raises a FileNotFoundError saying which strategies write them.
+    """
+    missing = FileNotFoundError(
+        f"{pack} has no {RECORDS_FILE}: its axes were built by a strategy that generates no answers (the "
+        f"default, 'persona', reads prompts only). Rebuild it with --strategy {' or '.join(answer_strategies())}, "
+        "which record the model's answer pairs."
+    )
+    if Path(pack).is_dir():
+        path = Path(pack) / RECORDS_FILE
+        if not path.is_file():
+            raise missing
+        return list(RecordStore(path).records.values())
+    try:
+        path = Path(pack_file(str(pack), RECORDS_FILE, revision, "", {"_raise_exceptions_for_missing_entries": False}))
+    except PackFileError as err:
+        raise missing from err
+    return list(RecordStore(path, repair=False).records.values())  # never rewrite a file in the Hub cache
 
 
 def preference_rows(records: Iterable[dict], tokenizer=None, form: str = "auto", axes=None) -> tuple[list[dict], int]:

@@ -87,7 +87,21 @@ def render_summary(strategy, reports: Sequence[AxisReport]) -> str:
                 f"  sign check ({o['behaviour']}, {o['queries']} build queries, +-{o['strength']:g}): "
                 f"{o['minus']:.2f} / {o['base']:.2f} / {o['plus']:.2f} at -/0/+ -> {outcome}"
             )
-        if r.gate:
+        if r.gate and r.gate.get("kind") == "prefill":
+            g, split = r.gate, r.gate.get("split") or {}
+            where = (
+                f"layer {g['layer']} ({g['pooling']} pooling), fires when cos {g['comparison']} {g['threshold']:.3f}; "
+                f"held-out: {g['fires_refused']:.0%} of the refused, {g['fires_answered']:.0%} of the answered "
+                f"(AUC {g['auc']:.2f}; a random direction: {g['random']['recall_mean']:.0%} of the refused)"
+                if g["added"]
+                else "NOT ADDED"
+            )
+            held = split.get("held_out", {})
+            lines.append(
+                f"  prefill harm gate (prompt states vs own refusals of {g['queries']} build queries, {g['refused']} "
+                f"refused; {held.get('refused', 0)} + {held.get('answered', 0)} held out): {where}"
+            )
+        elif r.gate:
             g = r.gate
             where = (
                 f"fires above {g['threshold']:.2f} ({g['rule']}) on {g['fires_refused']:.0%} of the refused "

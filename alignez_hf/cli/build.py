@@ -56,10 +56,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def load_base(name_or_path: str):
-    """Load a base model and its tokenizer (embedded names are converted once and cached) and the name to record.
+    """Load a base model and its tokenizer (embedded names are converted once and cached): ``(model, tokenizer,
+    name to record, revision to record)``.
 
-    A folder or repo that holds a PEFT adapter (``adapter_config.json``) gives the base it names with the adapter on
-    top, loaded through peft (``runtime/adapters.py``); the pack then records both.
+    A Hub repo id is resolved to the commit it points at now, and model and tokenizer load from that commit, so the
+    pack names the exact weights it was built on. A folder or repo that holds a PEFT adapter
+    (``adapter_config.json``) gives the base it names with the adapter on top, loaded through peft
+    (``runtime/adapters.py``); the pack then records both, each at its revision.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -74,12 +77,21 @@ def load_base(name_or_path: str):
             tokenizer = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError):
             tokenizer = AutoTokenizer.from_pretrained(inner_model(model).name_or_path)
-        return model, tokenizer, recorded
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval()
+        return model, tokenizer, recorded, None
+    revision = None if Path(path).is_dir() else hub_commit(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype="float32").eval()
     # Packs of embedded models name the public Hub id, so they stay valid on machines that download it.
     recorded = EMBEDDED_MODELS[name_or_path].hub_id if name_or_path in EMBEDDED_MODELS else name_or_path
-    return model, tokenizer, recorded
+    return model, tokenizer, recorded, revision
+
+
+def hub_commit(repo_id: str) -> str | None:
+    """The commit a Hub repo's main revision resolves to (from the cache when offline), or None if it is unknown."""
+    from transformers.utils import cached_file
+    from transformers.utils.hub import extract_commit_hash
+
+    return extract_commit_hash(cached_file(repo_id, "config.json"), None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,9 +104,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"No --queries given: building from the bundled query set {path.name} ({len(queries)} queries, {path}).")
     else:
         queries = load_queries(args.queries, column=args.column, max_queries=args.max_queries)
-    model, tokenizer, recorded = load_base(args.base)
+    model, tokenizer, recorded, revision = load_base(args.base)
     builder = AlignEZBuilder(
-        model, tokenizer, axes=args.axis, config=config_from_args(BuildConfig, args), base_model_name_or_path=recorded
+        model,
+        tokenizer,
+        axes=args.axis,
+        config=config_from_args(BuildConfig, args),
+        base_model_name_or_path=recorded,
+        base_model_revision=revision,
     )
     builder.build(queries, output_dir=args.out, overwrite=args.overwrite)
     print(f"\nLoad it with: AlignEZForCausalLM.from_pretrained({args.out!r})")

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     began = time.perf_counter()
     base_path = default_base_model()
-    model, tokenizer, recorded = load_base(DEFAULT_MODEL)
+    model, tokenizer, recorded, _ = load_base(DEFAULT_MODEL)
     pack = cache_dir() / "packs" / f"{DEFAULT_MODEL}-{DEMO_AXIS}-{DEMO_STRATEGY}"
     aligned = _demo_pack(model, tokenizer, recorded, pack, args.rebuild)
     view = aligned.axes[DEMO_AXIS]

@@ -9,6 +9,7 @@ A field becomes ``--field-name`` (``metadata["flag"]`` renames it) with ``metada
 - ``tuple[X, X]``, ``tuple[X, ...]``, ``list[X]``: comma-separated values (``0.33,0.67``);
 - ``metadata["parse"]``: a callable from text to value (its ValueError becomes a usage error);
 - ``metadata["choices"]``: the allowed values; ``metadata["metavar"]``: the value's name in ``--help``;
+- ``metadata["nargs"]`` / ``metadata["const"]``: argparse's, e.g. ``"?"`` for a flag whose value is optional;
 - ``metadata["unset"]``: what a None default means, shown as the default in ``--help``.
 
 Imports only the standard library.
@@ -148,7 +149,7 @@ def add_config_arguments(
             kwargs["type"] = tp
         else:
             raise TypeError(f"Option {f.name!r} of {config_cls.__name__}: give metadata['parse'] for type {tp!r}.")
-        for key in ("choices", "metavar"):
+        for key in ("choices", "metavar", "nargs", "const"):
             if key in meta:
                 kwargs[key] = meta[key]
         kwargs.update(overrides.get(f.name, {}))

@@ -150,7 +150,16 @@ def _build_section(config: dict[str, Any]) -> str:
                 f"−{_num(sign.get('strength'), 'g')} / 0 / +{_num(sign.get('strength'), 'g')} as built; {outcome}"
             )
         gate = build.get("gate")
-        if gate and gate.get("added"):
+        if gate and gate.get("added") and gate.get("kind") == "prefill":
+            facts.append(
+                f"prefill harm gate: the axis steers only prompts whose layer-{_fmt(gate.get('layer'))} state "
+                f"({_fmt(gate.get('pooling'))} pooling) scores {_fmt(gate.get('comparison'))} "
+                f"{_num(gate.get('threshold'), '.3f')} along a direction fitted on the model's own refusals of "
+                f"{_fmt(gate.get('queries'))} build queries ({_fmt(gate.get('refused'))} refused); on held-out build "
+                f"queries it fires on {_num(gate.get('fires_refused'), '.0%')} of the refused and "
+                f"{_num(gate.get('fires_answered'), '.0%')} of the answered (AUC {_num(gate.get('auc'), '.2f')})"
+            )
+        elif gate and gate.get("added"):
             facts.append(
                 f"harm gate: the axis steers only prompts the model itself rates above "
                 f"{_num(gate.get('threshold'), '.2f')} on a 0-9 harm scale (threshold placed on its own refusals of "

@@ -1,7 +1,8 @@
 """The axis registry of a pack: each axis's JSON entry (in the config) and its tensors, kept in step.
 
 An axis is a name, an edit rule, a default strength and, per layer, unit directions ``[k, d]`` with push sizes
-``[k]``; extra build statistics travel with it. Tensors live here; everything JSON lives in ``config.axes``.
+``[k]``; extra build statistics travel with it. Tensors live here; everything JSON lives in ``config.axes``. A
+prefill gate (``gates.py``) is JSON in the entry plus two tensors held here (``gate_tensors``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 import torch
 
 from .constants import AXIS_NAME, AXIS_NAME_RULE, CONFIG_FILE, EDIT_RULES, MAX_SCALE, STEERING_FILE
-from .errors import PackError, UnknownAxisError, pack_error
-from .gates import check_gate
+from .errors import GateError, PackError, UnknownAxisError, pack_error
+from .gates import PREFILL_TENSORS, check_condition, check_gate, split_gate
 from .plan import AxisEdit, check_strength
 
 # Keys of an axis entry that AxisView shows as fields; everything else is metadata (strategy, build report, ...).
@@ -34,7 +35,7 @@ class AxisView:
     rank: dict[int, int]
     positive: str | None = None
     negative: str | None = None
-    gate: Mapping[str, Any] | None = None  # None: the axis steers every prompt
+    gate: Mapping[str, Any] | None = None  # None: the axis steers every prompt; a prefill gate's tensors included
     metadata: Mapping[str, Any] = field(default_factory=dict)  # what the builder recorded (strategy, build, ...)
 
     @property
@@ -76,6 +77,7 @@ class AxisRegistry:
         self.directions: dict[str, dict[int, torch.Tensor]] = {}
         self.scales: dict[str, dict[int, torch.Tensor]] = {}
         self.stats: dict[str, dict[str, torch.Tensor]] = {}
+        self.gate_tensors: dict[str, dict[str, torch.Tensor]] = {}  # prefill gates: direction and mean
 
     @property
     def names(self) -> list[str]:
@@ -98,9 +100,47 @@ class AxisRegistry:
             rank={int(k): v for k, v in a["rank"].items()},
             positive=a.get("positive"),
             negative=a.get("negative"),
-            gate=copy.deepcopy(a["gate"]) if a.get("gate") else None,
+            gate=self.gate_view(name),
             metadata=copy.deepcopy({k: v for k, v in a.items() if k not in CORE_KEYS}),
         )
+
+    def gate_view(self, name: str) -> dict | None:
+        """A copy of the gate of axis ``name`` (a prefill gate with copies of its tensors), or None."""
+        gate = self.entry(name).get("gate")
+        if not gate:
+            return None
+        tensors = {k: v.clone() for k, v in self.gate_tensors.get(name, {}).items()}
+        return {**copy.deepcopy(gate), **tensors}
+
+    def checked_gate(
+        self, name: str, gate: Any, vocab_size: int | None = None, inherit: bool = True
+    ) -> tuple[dict, dict]:
+        """``gate`` as its JSON entry and its checked tensors (prefill), or a GateError. With ``inherit`` a prefill
+        gate given without tensors keeps the axis's current ones (e.g. a new threshold)."""
+        if not isinstance(gate, Mapping):
+            check_gate(name, gate)  # raises: not a dict
+        entry, tensors = split_gate(gate)
+        fp = self.config.base_fingerprint
+        check_gate(name, entry, vocab_size, fp.get("num_hidden_layers"))
+        if entry["kind"] != "prefill":
+            return entry, {}
+        if inherit and not tensors and name in self.gate_tensors:
+            tensors = self.gate_tensors[name]
+        return entry, check_condition(name, tensors, fp.get("hidden_size"))
+
+    def set_gate(self, name: str, gate: Mapping[str, Any] | None, vocab_size: int | None = None) -> None:
+        """Put a gate on axis ``name`` (checked; see ``checked_gate``), or remove it with None."""
+        entry = self.entry(name)
+        if gate is None:
+            entry.pop("gate", None)
+            self.gate_tensors.pop(name, None)
+            return
+        gate, tensors = self.checked_gate(name, gate, vocab_size)
+        entry["gate"] = gate
+        if tensors:
+            self.gate_tensors[name] = tensors
+        else:
+            self.gate_tensors.pop(name, None)
 
     def add(
         self,
@@ -127,9 +167,9 @@ class AxisRegistry:
         strength = check_strength(name, strength)
         if not directions:
             raise ValueError(f"Axis {name!r} needs directions for at least one layer.")
-        if gate is not None:
-            gate = dict(gate) if isinstance(gate, Mapping) else gate  # check_gate refuses anything else
-            check_gate(name, gate)
+        gate_tensors: dict = {}
+        if gate is not None:  # a replaced axis does not inherit its old gate's tensors
+            gate, gate_tensors = self.checked_gate(name, gate, inherit=False)
         fp = self.config.base_fingerprint
         units, norms = {}, {}
         for layer, tensor in directions.items():
@@ -167,6 +207,10 @@ class AxisRegistry:
         self.directions[name] = units
         self.scales[name] = norms
         self.stats[name] = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in (stats or {}).items()}
+        if gate_tensors:
+            self.gate_tensors[name] = gate_tensors
+        else:
+            self.gate_tensors.pop(name, None)
 
     def update_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
         """Set JSON metadata keys of an existing axis."""
@@ -175,16 +219,18 @@ class AxisRegistry:
     def remove(self, name: str) -> None:
         self.entry(name)
         self.config.axes = [a for a in self.config.axes if a["name"] != name]
-        for store in (self.directions, self.scales, self.stats):
+        for store in (self.directions, self.scales, self.stats, self.gate_tensors):
             store.pop(name, None)
 
     def tensors(self, name: str) -> dict[str, dict]:
-        """Copies of one axis's tensors: ``directions``, ``scales`` (per layer) and ``stats``."""
+        """Copies of one axis's tensors: ``directions``, ``scales`` (per layer), ``stats`` and ``gate`` (a prefill
+        gate's ``direction`` and ``mean``; empty otherwise)."""
         self.entry(name)
         return {
             "directions": {k: v.clone() for k, v in self.directions[name].items()},
             "scales": {k: v.clone() for k, v in self.scales[name].items()},
             "stats": {k: v.clone() for k, v in self.stats[name].items()},
+            "gate": {k: v.clone() for k, v in self.gate_tensors.get(name, {}).items()},
         }
 
     def edit(self, name: str, rule: str | None = None) -> AxisEdit:
@@ -203,7 +249,8 @@ class AxisRegistry:
 
     # ------------------------------------------------------------------ steering.safetensors
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """All tensors under ``{axis}.layers.{layer}.{directions|scales}`` and ``{axis}.stats.{name}``."""
+        """All tensors under ``{axis}.layers.{layer}.{directions|scales}``, ``{axis}.stats.{name}`` and (prefill
+        gates) ``{axis}.gate.{direction|mean}``."""
         tensors = {}
         for name in self.names:
             for layer, directions in self.directions[name].items():
@@ -211,6 +258,8 @@ class AxisRegistry:
                 tensors[f"{name}.layers.{layer}.scales"] = self.scales[name][layer].contiguous()
             for stat, value in self.stats[name].items():
                 tensors[f"{name}.stats.{stat}"] = value.contiguous()
+            for key, value in self.gate_tensors.get(name, {}).items():
+                tensors[f"{name}.gate.{key}"] = value.contiguous()
         return tensors
 
     def load_state_dict(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
@@ -226,7 +275,7 @@ class AxisRegistry:
                 CONFIG_FILE, source, f"base_fingerprint records no hidden_size or num_hidden_layers ({fp})"
             )
         names = set(self.names)
-        by_axis: dict[str, dict] = {n: {"directions": {}, "scales": {}, "stats": {}} for n in names}
+        by_axis: dict[str, dict] = {n: {"directions": {}, "scales": {}, "stats": {}, "gate": {}} for n in names}
         for key, value in tensors.items():
             parts = key.split(".")
             if parts[0] not in names:
@@ -239,6 +288,8 @@ class AxisRegistry:
                 by_axis[parts[0]][parts[3]][int(parts[2])] = value
             elif len(parts) >= 3 and parts[1] == "stats":
                 by_axis[parts[0]]["stats"][".".join(parts[2:])] = value
+            elif len(parts) == 3 and parts[1] == "gate" and parts[2] in PREFILL_TENSORS:
+                by_axis[parts[0]]["gate"][parts[2]] = value
             else:
                 raise PackError(
                     f"{STEERING_FILE} in {source} holds an unexpected tensor {key!r}; rebuild or re-download the pack."
@@ -272,9 +323,33 @@ class AxisRegistry:
                         f"{str(err).removeprefix(f'Axis {name!r}, layer {layer}: ')} Rebuild or re-download the pack "
                         "(force_download=True)."
                     ) from err
+            gate_tensors = _loaded_gate(name, axis.get("gate"), found["gate"], hidden, source)
             self.directions[name] = found["directions"]
             self.scales[name] = {k: v.float() for k, v in found["scales"].items()}
             self.stats[name] = found["stats"]
+            if gate_tensors:
+                self.gate_tensors[name] = gate_tensors
+            else:
+                self.gate_tensors.pop(name, None)
+
+
+def _loaded_gate(name: str, gate: Any, tensors: dict, hidden: int, source: str) -> dict:
+    """The checked tensors of a loaded axis's prefill gate (none for other gates), or a PackError."""
+    prefill = isinstance(gate, dict) and gate.get("kind") == "prefill"
+    if not prefill and tensors:
+        raise PackError(
+            f"{STEERING_FILE} in {source} holds gate tensors {sorted(tensors)} of axis {name!r}, whose entry in "
+            f"{CONFIG_FILE} has no prefill gate; the pack is inconsistent: rebuild or re-download it."
+        )
+    if not prefill:
+        return {}
+    try:
+        return check_condition(name, tensors, hidden, loaded=True)
+    except GateError as err:
+        raise PackError(
+            f"{STEERING_FILE} in {source}: {err} (tensors '{name}.gate.direction' and '{name}.gate.mean'). Rebuild "
+            "or re-download the pack (force_download=True)."
+        ) from err
 
 
 def _index(text: str) -> bool:

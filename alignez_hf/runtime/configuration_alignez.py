@@ -166,7 +166,7 @@ class AlignEZConfig(PretrainedConfig):
                 raise ValueError(f"Axis {name!r} has rule {axis.get('rule')!r}; known rules: {', '.join(EDIT_RULES)}.")
             check_strength(name, axis.get("strength"))
             if axis.get("gate") is not None:
-                check_gate(name, axis["gate"])
+                check_gate(name, axis["gate"], num_layers=num_layers)
             check_layers(name, axis, num_layers)
             for pole in ("positive", "negative"):
                 if axis.get(pole) is not None and not isinstance(axis[pole], str):

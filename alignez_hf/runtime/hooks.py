@@ -7,6 +7,7 @@ model is never modified for good.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -154,6 +155,8 @@ def read_prompt(
             out = hidden[torch.arange(hidden.shape[0], device=hidden.device), gather.to(hidden.device)].float()
         return out.cpu()
 
+    # Nobody reads this pass's logits: most models can skip all but the last position's (a vocabulary x prompt).
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base_model.forward).parameters else {}
     with recording(decoder_layers, hook_point, layers, pick) as found:
         out = base_model(
             input_ids=input_ids,
@@ -161,6 +164,7 @@ def read_prompt(
             inputs_embeds=inputs_embeds,
             position_ids=position_ids(attention_mask),
             use_cache=keep_cache,
+            **extra,
         )
     cache = next((out[name] for name in CACHE_NAMES if name in out), None) if keep_cache else None
     return dict(found), cache

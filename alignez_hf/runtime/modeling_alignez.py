@@ -26,7 +26,16 @@ from .configuration_alignez import AlignEZConfig, base_fingerprint, check_finger
 from .constants import CONFIG_FILE, HUB_KWARGS, STEERING_FILE
 from .errors import AlignEZError, GateError, NotAPackError, pack_error, reason
 from .files import check_pack_file
-from .gates import CACHE_NAMES, apply_gates, check_gate, judge
+from .gates import (
+    CACHE_NAMES,
+    PREFILL_POOLINGS,
+    apply_gates,
+    check_gate,
+    condition_scores,
+    judge,
+    prefill_fires,
+    reading_conditions,
+)
 from .hooks import EditHooks, can_reuse_prefill, read_prompt
 from .layers import find_decoder_layers
 from .merge import merge_pack
@@ -103,7 +112,7 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
             raise TypeError(f"base_model must be a PreTrainedModel or PeftModel, got {type(base_model).__name__}.")
         config = AlignEZConfig(
             base_model_name_or_path=base_model_name_or_path or base_model.config.name_or_path or None,
-            base_model_revision=base_model_revision or getattr(base_model.config, "_commit_hash", None),
+            base_model_revision=base_model_revision,
             base_fingerprint=base_fingerprint(base_model.config),
             hook_point=hook_point,
             layers_path=layers_path,
@@ -202,14 +211,12 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
         self._registry.entry(name)["strength"] = check_strength(name, value)
 
     def set_gate(self, name: str, gate: Mapping[str, Any] | None) -> None:
-        """Put a self-judged gate on an axis (the builder makes them; see ``gates.py``), or remove it with ``None``."""
-        entry = self._registry.entry(name)
-        if gate is None:
-            entry.pop("gate", None)
-            return
-        gate = dict(gate) if isinstance(gate, Mapping) else gate  # check_gate refuses anything else
-        check_gate(name, gate, self._vocab_size())
-        entry["gate"] = gate
+        """Put a gate on an axis (the builder makes them; see ``gates.py``), or remove it with ``None``.
+
+        A prefill gate's dict carries its tensors: ``{"kind": "prefill", "layer", "pooling", "comparison",
+        "threshold", "direction": Tensor[d], "mean": Tensor[d]}`` (without them, the axis's current ones are kept).
+        """
+        self._registry.set_gate(name, gate, self._vocab_size())
 
     def set_gate_threshold(self, name: str, value: float) -> None:
         """Move the threshold of an axis's gate (``set_gate(name, None)`` removes the gate)."""
@@ -219,12 +226,40 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
         self.set_gate(name, {**gate, "threshold": value})
 
     def gate_scores(self, name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """The model's own 0-9 rating of each prompt that the gate of axis ``name`` compares with its threshold."""
+        """What the gate of axis ``name`` compares with its threshold, per prompt (``Tensor[rows]``, float32, CPU):
+        the model's own 0-9 rating (self_judge), or ``cos(h - mean, direction)`` of the prompt's state (prefill)."""
         gate = self._registry.entry(name).get("gate")
         if not gate:
             raise ValueError(f"Axis {name!r} has no gate.")
         check_gate(name, gate, self._vocab_size())
+        if gate["kind"] == "prefill":
+            states = self.prompt_states(input_ids, attention_mask, layers=[gate["layer"]], pooling=gate["pooling"])
+            return condition_scores(states[gate["layer"]], self._registry.gate_tensors[name])
         return self._judge(gate, input_ids, attention_mask)
+
+    @torch.no_grad()
+    def prompt_states(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        layers: Sequence[int] | None = None,
+        pooling: str = "last",
+    ) -> dict[int, torch.Tensor]:
+        """Unedited decoder-layer outputs pooled as a prefill gate reads them: ``{layer: Tensor[rows, d]}`` (float32,
+        CPU). ``pooling``: ``"last"`` (each row's last real token) or ``"mean"`` (the mean over its real tokens).
+
+        One pass over the prompts that stops after the deepest layer asked for (the head never runs).
+        """
+        if pooling not in PREFILL_POOLINGS:
+            raise ValueError(f"pooling must be one of {PREFILL_POOLINGS}, got {pooling!r}.")
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("prompt_states reads the prompt: pass input_ids or inputs_embeds.")
+        layers = range(len(self._decoder_layers)) if layers is None else [int(layer) for layer in layers]
+        reads = [(layer, pooling) for layer in layers]
+        with self.steering_disabled(), reading_conditions(self._decoder_layers, reads, attention_mask, True) as found:
+            read_prompt(self.base, self._decoder_layers, "residual", [], input_ids, attention_mask, inputs_embeds)
+        return {layer: found[(layer, pooling)] for layer in layers}
 
     def _vocab_size(self) -> int:
         return self.base.get_input_embeddings().weight.shape[0]
@@ -274,28 +309,44 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
         for name, gate in gates.items():  # a few dozen token ids each: cheap, and never an IndexError in the judge
             check_gate(name, gate, self._vocab_size())
         apply_gates(strengths, gates, lambda gate: self._judge(gate, input_ids, attention_mask))
+        # Prefill gates (and the per-query policy) read the unedited prompt: one pass for all of them.
+        conditions = {
+            n: g for n, g in gates.items() if g["kind"] == "prefill" and bool(strengths[n].any())
+        }  # fmt: skip
+        hook_point, masks, queries = self.steering_option("hook_point"), None, None
+        per_query = self.steering_option("layer_policy") == "per_query"
+        layers = sorted(
+            {layer for n in names if bool(strengths[n].any()) for layer in self._registry.directions[n]}
+        ) if per_query else []  # fmt: skip
+        if conditions or layers:
+            if reference is None:
+                raise ValueError(
+                    "Prefill gates and the per-query layer policy read the prompt; pass input_ids or inputs_embeds."
+                )
+            # In generate, the unedited pass over the prompt doubles as the prefill: edits only touch the last
+            # position, so the KV cache of every earlier token is exact. Keep it minus the last token, and
+            # generate recomputes that one token with edits: one extra token instead of one extra prompt pass.
+            # Without that (forward, beams, ...) a pass only for gates stops after the deepest gate layer.
+            reuse = generate_kwargs is not None and can_reuse_prefill(
+                input_ids, generate_kwargs, self.generation_config, self.steering_option("positions")
+            )
+            reads = [(g["layer"], g["pooling"]) for g in conditions.values()]
+            with reading_conditions(self._decoder_layers, reads, attention_mask, stop=not (reuse or layers)) as found:
+                queries, cache = read_prompt(
+                    self.base, self._decoder_layers, hook_point, layers, input_ids, attention_mask, inputs_embeds,
+                    keep_cache=reuse,
+                )  # fmt: skip
+            if reuse and hasattr(cache, "crop"):
+                cache.crop(-1)  # a negative count removes that many tokens in every transformers version
+                generate_kwargs[CACHE_NAMES[0]] = cache
+            for name, gate in conditions.items():
+                scores = condition_scores(found[(gate["layer"], gate["pooling"])], self._registry.gate_tensors[name])
+                strengths[name] = strengths[name] * prefill_fires(gate, scores).to(strengths[name].dtype)
         axes = [self._registry.edit(n, self.effective_rule(n)) for n in names if bool(strengths[n].any())]
         if not axes:
             yield
             return
-        hook_point, masks = self.steering_option("hook_point"), None
-        if self.steering_option("layer_policy") == "per_query":
-            if reference is None:
-                raise ValueError("The per-query layer policy needs input_ids or inputs_embeds to read the prompt.")
-            layers = sorted({layer for axis in axes for layer in axis.layers})
-            # In generate, the unedited pass over the prompt doubles as the prefill: edits only touch the last
-            # position, so the KV cache of every earlier token is exact. Keep it minus the last token, and
-            # generate recomputes that one token with edits: one extra token instead of one extra prompt pass.
-            reuse = generate_kwargs is not None and can_reuse_prefill(
-                input_ids, generate_kwargs, self.generation_config, self.steering_option("positions")
-            )
-            queries, cache = read_prompt(
-                self.base, self._decoder_layers, hook_point, layers, input_ids, attention_mask, inputs_embeds,
-                keep_cache=reuse,
-            )  # fmt: skip
-            if reuse and hasattr(cache, "crop"):
-                cache.crop(-1)  # a negative count removes that many tokens in every transformers version
-                generate_kwargs[CACHE_NAMES[0]] = cache
+        if per_query:
             masks = per_query_masks(axes, queries, self.steering_option("top_n"))
         plan = build_plan(
             axes,

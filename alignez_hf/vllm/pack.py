@@ -89,6 +89,15 @@ def unsupported(config: AlignEZConfig) -> str | None:
             "its per-query layer policy reads the unedited prompt at every layer before the first edit, a pass vLLM "
             "does not run"
         )
+    prefill = [a["name"] for a in config.axes if (a.get("gate") or {}).get("kind") == "prefill"]
+    if prefill:
+        # vLLM runs one edited prefill (chunked, prefix-cached, batched with other requests): the gate's decision,
+        # read from the unedited prompt at the gate layer, would come after the edits at the prompt's last token.
+        return (
+            f"axes {prefill} are gated by a prefill gate, which reads the whole unedited prompt at its layer before "
+            "the first edit, a pass vLLM does not run; remove the gate (model.set_gate(name, None), then "
+            "save_pretrained) to steer every request"
+        )
     gated = [a["name"] for a in config.axes if a.get("gate")]
     if gated:
         return (
