@@ -16,7 +16,7 @@ from torch import nn
 from .gates import CACHE_NAMES
 from .layers import hook_module
 from .plan import SteeringPlan
-from .positions import last_positions, position_ids
+from .positions import from_mask, last_positions, position_ids
 
 
 def _hidden(output) -> torch.Tensor:
@@ -27,13 +27,24 @@ class EditHooks:
     """Apply ``plan`` at ``hook_point`` of the decoder layers of ``base_model`` for the duration of a block.
 
     A pre-hook on the base model finds, once per forward pass, where each row's last real token is; the edit hook of
-    each planned layer then changes only those positions (or all of them, with ``plan.positions == "all"``).
-    Without gradients the hidden states are edited in place; with gradients a new tensor is returned.
+    each planned layer then changes only those positions (or all of them, with ``plan.positions == "all"``; or,
+    with ``start``, every column from each row's ``start`` on, as generation edits a continuation: see
+    ``positions.check_start``). Without gradients the hidden states are edited in place; with gradients a new
+    tensor is returned.
     """
 
-    def __init__(self, base_model: nn.Module, decoder_layers: nn.ModuleList, hook_point: str, plan: SteeringPlan):
+    def __init__(
+        self,
+        base_model: nn.Module,
+        decoder_layers: nn.ModuleList,
+        hook_point: str,
+        plan: SteeringPlan,
+        start: torch.Tensor | None = None,
+    ):
         self.base_model, self.decoder_layers, self.hook_point, self.plan = base_model, decoder_layers, hook_point, plan
+        self.start = start  # [rows] first edited column per row, or None (the plan's positions)
         self.gather: torch.Tensor | None = None  # per-row column of the last real token; None: the last column
+        self.span: torch.Tensor | None = None  # [rows, q_len] bool, with ``start``: the columns to edit
         self._index: dict = {}
         self._handles: list = []
 
@@ -50,12 +61,15 @@ class EditHooks:
         self._handles.clear()
 
     def _find_positions(self, module, args, kwargs):
-        if self.plan.positions == "all":
+        if self.plan.positions == "all" and self.start is None:
             return None
         ids = kwargs.get("input_ids", args[0] if args else None)
         reference = ids if ids is not None else kwargs.get("inputs_embeds")
         q_len = reference.shape[1] if reference is not None and reference.dim() >= 2 else 1
-        self.gather = last_positions(kwargs.get("attention_mask"), q_len)
+        if self.start is not None:
+            self.span = from_mask(self.start, q_len)
+        else:
+            self.gather = last_positions(kwargs.get("attention_mask"), q_len)
         self._index = {}
         return None
 
@@ -68,12 +82,27 @@ class EditHooks:
             self._index[key] = (torch.arange(n, device=device), cols)
         return self._index[key]
 
+    def _span(self, n: int, device: torch.device) -> torch.Tensor:
+        key = ("span", n, device)
+        if key not in self._index:
+            span = self.span.to(device)
+            if span.shape[0] != n:
+                span = span.repeat_interleave(n // span.shape[0], dim=0)
+            self._index[key] = span[..., None]
+        return self._index[key]
+
     def _edit_hook(self, layer: int):
         plan = self.plan
 
         def hook(module, args, output):
             hidden = _hidden(output)
             edit = plan.layer(layer, hidden.shape[0], hidden.device)
+            if self.span is not None:  # from each row's start column on
+                edited = torch.where(self._span(hidden.shape[0], hidden.device), edit(hidden).to(hidden.dtype), hidden)
+                if not torch.is_grad_enabled():
+                    hidden.copy_(edited)
+                    return None
+                return (edited, *output[1:]) if isinstance(output, tuple) else edited
             if not torch.is_grad_enabled():  # generation: edit in place, nothing to rebuild
                 if plan.positions == "all":
                     edit.apply_(hidden)

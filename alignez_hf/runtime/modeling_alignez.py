@@ -41,6 +41,7 @@ from .layers import find_decoder_layers
 from .merge import merge_pack
 from .options import SteeringOptions
 from .plan import Steering, build_plan, check_strength, per_query_masks, resolve_strengths
+from .positions import check_start, prompt_mask
 from .serialization import (
     load_base,
     load_tokenizer,
@@ -269,10 +270,19 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
             return judge(self.base, gate, input_ids, attention_mask)
 
     # ------------------------------------------------------------------ running
-    def forward(self, *args, steering: Steering = None, **kwargs):
-        """The base model's forward, with hidden states edited as configured (``steering`` overrides strengths)."""
+    def forward(self, *args, steering: Steering = None, steering_from=None, **kwargs):
+        """The base model's forward, with hidden states edited as configured (``steering`` overrides strengths).
+
+        ``steering_from`` (an int, or one per row) scores given text as generation would have made it: each row is
+        edited at every column from that one on (the prompt's last token, i.e. its length minus 1), and gates and
+        the per-query policy read only the prompt before it. Without it a forward pass edits by the pack's
+        ``positions`` rule (``"last"``: only each row's last real token). Log-likelihoods of a continuation (DPO,
+        lm-eval's multiple choice) need ``steering_from``: :mod:`alignez_hf.evaluation.lmeval` passes it.
+        """
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        with self._steering(steering, input_ids, kwargs.get("attention_mask"), kwargs.get("inputs_embeds")):
+        with self._steering(
+            steering, input_ids, kwargs.get("attention_mask"), kwargs.get("inputs_embeds"), start=steering_from
+        ):
             return self.base(*args, **kwargs)
 
     @torch.no_grad()
@@ -293,13 +303,24 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
         return self.base.get_output_embeddings()
 
     @contextlib.contextmanager
-    def _steering(self, steering, input_ids, attention_mask, inputs_embeds, generate_kwargs=None) -> Iterator[None]:
-        """Plan the call (strengths, gates, per-query layers) and keep its hooks in place for the block."""
+    def _steering(
+        self, steering, input_ids, attention_mask, inputs_embeds, generate_kwargs=None, start=None
+    ) -> Iterator[None]:
+        """Plan the call (strengths, gates, per-query layers) and keep its hooks in place for the block.
+
+        ``start`` (forward's ``steering_from``): edit each row from that column on; what reads the prompt reads
+        only the columns up to it.
+        """
         if self._active:  # nested call (e.g. forward inside our own generate): the hooks are in place already
             yield
             return
         reference = input_ids if input_ids is not None else inputs_embeds
         rows = 1 if reference is None or reference.dim() < 2 else reference.shape[0]
+        if start is not None:
+            if reference is None or reference.dim() < 2:
+                raise ValueError("steering_from names columns of the input: pass input_ids or inputs_embeds.")
+            start = check_start(start, rows, reference.shape[1])
+            attention_mask = prompt_mask(attention_mask, start, reference.shape[1])  # for the readers below only
         names = self._registry.names
         strengths = resolve_strengths(steering, {n: self._registry.entry(n)["strength"] for n in names}, rows)
         if self._disabled or not any(bool(s.any()) for s in strengths.values()):
@@ -358,7 +379,7 @@ class AlignEZForCausalLM(SteeringOptions, PreTrainedModel, GenerationMixin):
         )
         self._active = True
         try:
-            with EditHooks(inner_model(self.base), self._decoder_layers, hook_point, plan):
+            with EditHooks(inner_model(self.base), self._decoder_layers, hook_point, plan, start=start):
                 yield
         finally:
             self._active = False

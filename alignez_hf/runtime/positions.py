@@ -28,6 +28,51 @@ def last_positions(attention_mask: torch.Tensor | None, q_len: int) -> torch.Ten
     return (q_len - 1 - flipped.argmax(-1)).clamp_min(0)
 
 
+def check_start(start, rows: int, q_len: int) -> torch.Tensor:
+    """``steering_from`` as a ``[rows]`` int64 CPU tensor: for each row, the column its edits start at.
+
+    An int applies to every row. Each value must name a column of the input (0 .. q_len - 1).
+    """
+    if isinstance(start, bool):
+        raise TypeError(f"steering_from must be an int or one int per row, got {start!r}.")
+    try:
+        value = torch.as_tensor(start)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"steering_from must be an int or one int per row, got {start!r}.") from err
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"steering_from must hold integers (column indices), got dtype {value.dtype}.")
+    value = value.to("cpu", torch.int64)
+    if value.dim() == 0:
+        value = value.expand(rows)
+    if value.dim() != 1 or value.shape[0] != rows:
+        raise ValueError(
+            f"steering_from must be an int or one int per row ({rows} rows), got shape {tuple(value.shape)}."
+        )
+    if bool((value < 0).any()) or bool((value >= q_len).any()):
+        raise ValueError(
+            f"steering_from names columns of this input (0 .. {q_len - 1}), got {value.tolist()}: pass the column "
+            "of each prompt's last token (its length minus 1)."
+        )
+    return value.contiguous()
+
+
+def from_mask(start: torch.Tensor, q_len: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[rows, q_len]`` bool: True at the columns at or after each row's ``start``."""
+    return torch.arange(q_len, device=device)[None, :] >= start.to(device)[:, None]
+
+
+def prompt_mask(attention_mask: torch.Tensor | None, start: torch.Tensor, q_len: int) -> torch.Tensor:
+    """The attention mask of the prompts alone: real tokens up to and including each row's ``start`` column.
+
+    What reads the prompt (gates, the per-query policy) then sees the prompt and not the text scored after it; in a
+    causal model the states up to ``start`` are the same either way.
+    """
+    keep = ~from_mask(start + 1, q_len)
+    if attention_mask is None or attention_mask.dim() != 2:
+        return keep.to(torch.long)
+    return attention_mask * keep.to(attention_mask.device, attention_mask.dtype)
+
+
 def position_ids(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """Positions as ``generate()`` computes them for left-padded rows (padding does not count)."""
     if attention_mask is None or attention_mask.dim() != 2:
