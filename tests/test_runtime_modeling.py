@@ -252,6 +252,19 @@ def test_bundle_holds_the_base_weights(tiny_llama, tmp_path):
     assert torch.equal(loaded.generate(ids, attention_mask=torch.ones_like(ids), **GEN), expected)
 
 
+def test_axes_that_share_tensors_save_and_load(tiny_llama, tmp_path):
+    model = _steered(tiny_llama)
+    tensors = model.axis_tensors("a")
+    for name in ("b", "c"):  # two axes holding the same tensor objects
+        model.add_axis(name, tensors["directions"], scales=tensors["scales"], strength=0.5)
+    model.save_pretrained(tmp_path / "pack")
+    loaded = AlignEZForCausalLM.from_pretrained(tmp_path / "pack", base_model=tiny_llama)
+    for name in ("a", "b", "c"):
+        for field in ("directions", "scales"):
+            for layer, value in model.axis_tensors(name)[field].items():
+                assert torch.equal(loaded.axis_tensors(name)[field][layer], value)
+
+
 def test_resave_is_atomic_and_keeps_foreign_files(tiny_llama, tmp_path):
     model = _steered(tiny_llama)
     pack = tmp_path / "pack"

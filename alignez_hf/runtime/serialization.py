@@ -52,7 +52,15 @@ def write_runtime(folder: Path) -> None:
 def write_steering(tensors: dict[str, torch.Tensor], folder: Path) -> None:
     """Write ``steering.safetensors`` (with the permissions of an ordinary file; safetensors makes it private)."""
     path = folder / STEERING_FILE
-    save_file(tensors, str(path), metadata=dict(STEERING_METADATA))
+    # safetensors refuses tensors that share memory (two axes given the same scales, say): write each its own copy.
+    seen: set[int] = set()
+    owned = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        owned[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    save_file(owned, str(path), metadata=dict(STEERING_METADATA))
     path.chmod(0o666 & ~umask())
 
 
