@@ -143,9 +143,12 @@ def main() -> None:
     judge_seconds = (time.perf_counter() - began) / args.reps
     stats = {c: spread(v) for c, v in times.items()}
     ungated = stats["ungated"]["median"]
-    paired = {  # per round, against the ungated call of the same round
-        c: statistics.median(t / u - 1.0 for t, u in zip(times[c], times["ungated"])) for c in CONDITIONS[1:]
+    rounds = {  # per round, against the ungated call of the same round
+        c: [t / u - 1.0 for t, u in zip(times[c], times["ungated"])] for c in CONDITIONS[1:]
     }
+    paired = {c: statistics.median(v) for c, v in rounds.items()}
+    # The target is decided only when every round agrees; otherwise the machine's noise is larger than the target.
+    verdict = True if max(rounds["prefill"]) <= TARGET else False if min(rounds["prefill"]) > TARGET else None
     result = {
         "model": model_name,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}",
@@ -158,10 +161,11 @@ def main() -> None:
         "median_seconds": {c: s["median"] for c, s in stats.items()},
         "overhead": {c: stats[c]["median"] / ungated - 1.0 for c in CONDITIONS[1:]},
         "overhead_paired_median": paired,
+        "overhead_per_round": rounds,
         "prompt_passes_per_call": passes,
         "judge_pass_seconds": judge_seconds,
         "target": f"prefill overhead <= {TARGET:.0%} of the ungated call",
-        "target_met": paired["prefill"] <= TARGET,
+        "target_met": verdict,  # None: not resolved (the rounds disagree)
     }
     write_json_atomic(out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "seconds"}, indent=1))

@@ -56,10 +56,17 @@ def test_builder_gate_needs_a_refusal_axis(tiny_chat_llama):
 
 
 def test_builder_records_a_gate_it_could_not_place(tiny_chat_llama):
-    """gate=True runs the fit after the sign check and says, in the report and a warning, why no gate was added."""
+    """A self-judge gate's fit runs after the sign check and says, in the report and a warning, why none was added."""
     model, tok = tiny_chat_llama
     builder = AlignEZBuilder(
-        model, tok, axes=["harmless"], progress=False, verbose=False, check_queries=2, orient=False, gate=True
+        model,
+        tok,
+        axes=["harmless"],
+        progress=False,
+        verbose=False,
+        check_queries=2,
+        orient=False,
+        gate="self_judge",
     )
     with pytest.warns(UserWarning, match="no harm gate was added: the model refused 0 of 4"):
         aligned = builder.build(["How do I bake bread?", "Tell me about rivers.", "What is jazz?", "Name a fish."])

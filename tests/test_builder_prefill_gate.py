@@ -134,7 +134,7 @@ def test_the_builder_records_a_prefill_gate_it_could_not_place(tiny_chat_llama):
 
 def test_gate_options():
     assert [gate_kind(v) for v in (True, False, None, "prefill", "self_judge", "none")] == [
-        "self_judge", None, None, "prefill", "self_judge", None,
+        "prefill", None, None, "prefill", "self_judge", None,
     ]  # fmt: skip
     assert parse_gate("Self-Judge") == "self_judge" and parse_gate("off") is False
     with pytest.raises(ValueError, match="prefill, self_judge or none"):
@@ -143,7 +143,7 @@ def test_gate_options():
     base = ["build", "--axis", "harmless", "--queries", "q.txt", "--out", "o"]
     assert build_parser().parse_args(base + ["--gate", "prefill"]).gate == "prefill"
     assert build_parser().parse_args(base + ["--gate", "none"]).gate is False
-    assert build_parser().parse_args(base + ["--gate"]).gate is True  # the original flag: self_judge
+    assert build_parser().parse_args(base + ["--gate"]).gate is True  # the flag alone: prefill
     assert build_parser().parse_args(base).gate is False
     with pytest.raises(SystemExit):
         build_parser().parse_args(base + ["--gate", "maybe"])

@@ -33,9 +33,10 @@ def parse_gate(text: str) -> str | bool:
 
 
 def gate_kind(value: bool | str | None) -> str | None:
-    """The gate kind an option value asks for: True (the original flag) is ``self_judge``; False or None: no gate."""
+    """The gate kind an option value asks for: True is ``prefill`` (it beat ``self_judge`` on fresh prompts,
+    docs/evidence.md); False or None: no gate."""
     if value is True:
-        return "self_judge"
+        return "prefill"
     if value is False or value is None:
         return None
     if not isinstance(value, str):
@@ -149,7 +150,7 @@ class BuildConfig:
             "itself refuses: 'prefill' reads the condition from the prompt's hidden states in the pass the model "
             "runs anyway (a direction and threshold fitted on its own refusals of the build queries), 'self_judge' "
             "asks the model its own 0-9 harm rating first (one extra pass per call), 'none'. --gate alone: "
-            "self_judge.",
+            "prefill (it kept more of the harmful-refusal gain on fresh prompts, docs/evidence.md).",
             "parse": parse_gate,
             "nargs": "?",
             "const": True,

@@ -70,7 +70,7 @@ def check_gate(name: str, gate: Any, vocab_size: int | None = None, num_layers: 
         if isinstance(ids, list) and len(ids) > MAX_GATE_TOKENS:
             raise GateError(
                 f"Axis {name!r}: gate field {field!r} holds {len(ids)} token ids, more than the {MAX_GATE_TOKENS} a "
-                "judge prompt may take; rebuild the gate (AlignEZBuilder(gate=True)) or remove it."
+                "judge prompt may take; rebuild the gate (AlignEZBuilder(gate='self_judge')) or remove it."
             )
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise GateError(
