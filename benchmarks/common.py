@@ -121,6 +121,21 @@ def load_base(name: str):
     return model, tok, EMBEDDED_MODELS[name].hub_id
 
 
+def readme_pack(base: str, axis: str) -> Path:
+    """The pack ``alignez build --base BASE --axis AXIS`` makes (exactly as the README says), built once and cached
+    in .bench_work/readme_packs/ for every script that measures it."""
+    from alignez_hf.cli import main as cli_main
+
+    out = Path(__file__).resolve().parent.parent / ".bench_work" / "readme_packs" / f"{base}-{axis}"
+    if not (out / "config.json").is_file():
+        began = time.perf_counter()
+        log(f"building {out.name}: alignez build --base {base} --axis {axis}")
+        if cli_main(["build", "--base", base, "--axis", axis, "--out", str(out)]):
+            raise SystemExit(f"alignez build --base {base} --axis {axis} failed")
+        log(f"built {out} in {time.perf_counter() - began:.0f} s")
+    return out
+
+
 def signature(strategy, queries: list[str], axis: str) -> str:
     blob = json.dumps({"s": asdict(strategy), "q": queries, "a": axis}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
