@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.request
@@ -39,6 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 from tiny_models import make_tiny_llama  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 import alignez_hf  # noqa: E402
@@ -65,6 +67,9 @@ def in_child(work, kill_after: float | None = None) -> tuple[bool, float]:
         os.close(r)
         code = 1
         try:
+            # tqdm's default lock is a multiprocessing semaphore inherited by every forked child: a sibling killed
+            # while holding it (mid progress bar) would leave it taken and block this child forever. Use our own.
+            tqdm.set_lock(threading.RLock())
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             os.dup2(os.open(CHILD_LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)  # progress bars, warnings
             warnings.simplefilter("ignore")  # a random tiny model rightly warns that its pack does little
