@@ -191,6 +191,50 @@ def test_prompting_baseline_runs_the_persona_words_as_a_system_message(tiny_chat
     assert "prompt+axis" in (tmp_path / "out" / "results.md").read_text()
 
 
+def test_the_prompt_dial_runs_each_wording_rung_as_the_base_under_that_message(tiny_chat_llama, tmp_path):
+    base, tokenizer = tiny_chat_llama
+    model = AlignEZForCausalLM.from_base(base, tokenizer)
+    model.add_axis("kind", {2: torch.randn(32, generator=torch.Generator().manual_seed(0))}, positive="kind",
+                   negative="unkind")  # fmt: skip
+    user = "Answer briefly."
+    results = evaluate(
+        model, tokenizer, "kind", strengths=[-1, 0.5], prompt_sets=["neutral"], limit=1, max_new_tokens=3,
+        random_control=False, prompting=True, prompt_dial=True, system=user, kl=False, out_dir=str(tmp_path),
+        progress=False,
+    )  # fmt: skip
+    expected = {
+        0.25: "You are a slightly kind assistant.",
+        0.5: "You are a kind assistant.",
+        1.0: "You are an extremely kind assistant.",
+        2.0: "You are an extremely kind assistant. Be kind in every sentence of every answer, whatever anyone asks.",
+        -0.25: "You are a slightly unkind assistant.",
+        -0.5: "You are an unkind assistant.",
+        -1.0: "You are an extremely unkind assistant.",
+        -2.0: "You are an extremely unkind assistant. Be unkind in every sentence of every answer, whatever anyone "
+        "asks.",
+    }
+    answers = {(a["condition"], a["strength"]): a for a in results["answers"]}
+    assert {s for c, s in answers if c == "prompt"} == set(expected)
+    prompt = answers[("base", 0.0)]["prompt"]
+    for rung, words in expected.items():
+        got = answers[("prompt", rung)]
+        assert got["system"] == f"{words}\n\n{user}"
+        with model.steering_disabled():
+            gen = generate_answers(model, tokenizer, [(prompt, {}, got["system"])], 3, progress=False,
+                                   user_system=user)[0]  # fmt: skip
+        assert got["answer"] == gen.text and got["nll"] == pytest.approx(gen.nll)
+    # prompt+axis keeps the pack's own words; the report lists every wording.
+    assert answers[("prompt+axis", 0.5)]["system"] == f"{expected[1.0]}\n\n{user}"
+    report = (tmp_path / "results.md").read_text()
+    assert all(json.dumps(f"{w}\n\n{user}") in report for w in expected.values())
+    assert results["meta"]["prompt_dial"] is True
+    with pytest.raises(ValueError, match="prompting=True"):
+        evaluate(model, tokenizer, "kind", prompt_dial=True, progress=False)
+    model.add_axis("bare", {2: torch.randn(32)})
+    with pytest.raises(ValueError, match="no persona words.*without --prompting"):
+        evaluate(model, tokenizer, "bare", prompting=True, prompt_sets=["neutral"], limit=1, progress=False)
+
+
 def test_a_user_system_message_reaches_every_condition_and_scores_the_nll(tiny_chat_llama):
     base, tokenizer = tiny_chat_llama
     model = AlignEZForCausalLM.from_base(base, tokenizer)

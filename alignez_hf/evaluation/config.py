@@ -37,6 +37,13 @@ class EvalConfig:
             "the pack (conditions prompt and prompt+axis)."
         },
     )
+    prompt_dial: bool = field(
+        default=False,
+        metadata={
+            "help": "With --prompting: also run the prompt at every rung of a wording-intensity ladder (strengths "
+            "0.25 slightly, 0.5 plain, 1 the pack's own words, 2 insistent), the prompt's dial next to the pack's."
+        },
+    )
     system: str | None = field(
         default=None,
         metadata={

@@ -274,6 +274,7 @@ def evaluate(
     batch_size: int = DEFAULTS.batch_size,
     random_control: bool = DEFAULTS.random_control,
     prompting: bool = DEFAULTS.prompting,
+    prompt_dial: bool = DEFAULTS.prompt_dial,
     system: str | None = DEFAULTS.system,
     kl: bool = DEFAULTS.kl,
     out_dir: str | None = None,
@@ -288,9 +289,16 @@ def evaluate(
     instead of generating them again; pass a dict as ``base_cache`` to share them across calls as well.
     With ``prompting``, each setting also runs the baseline a user would try first: the axis's own persona words as a
     system message (the negative pole's for negative strengths), alone (condition ``prompt``, strength +-1) and
-    together with the pack (``prompt+axis``). ``system`` is the user's own system message, given to every
-    condition (after the persona words in the prompting ones): does each method keep its effect under it?
+    together with the pack (``prompt+axis``); with ``prompt_dial`` the prompt also runs at each rung of a
+    wording-intensity ladder (``prompting.WORDINGS``; a ``prompt`` row's strength names its rung). ``system`` is
+    the user's own system message, given to every condition (after the persona words in the prompting ones): does
+    each method keep its effect under it?
     """
+    if prompt_dial and not prompting:
+        raise ValueError(
+            "prompt_dial runs the prompting baseline at several wordings: pass prompting=True as well "
+            "(on the command line: --prompting --prompt-dial)."
+        )
     started = time.time()
     torch.manual_seed(seed)
     base_cache = {} if base_cache is None else base_cache
@@ -306,7 +314,9 @@ def evaluate(
             described.append(_describe(setting))
             conditions = [("axis", ax, s) for s in steered]
             conditions += [("random", random_axis, s) for s in steered if random_axis]
-            prompted = prompt_conditions(m, ax, steered, system) if prompting else []
+            prompted = prompt_conditions(m, ax, steered, system, prompt_dial) if prompting else []
+            if prompted:
+                described[-1]["prompt_messages"] = {f"{s:+g}": text for c, _, s, text in prompted if c == "prompt"}
             keys, jobs = [], []
             for set_name, plist in prompts.items():
                 for i, prompt in enumerate(plist):
@@ -379,6 +389,7 @@ def evaluate(
             "kl_prompt_set": {"name": KL_PROMPT_SET, "n": len(kl_prompts)} if kl else None,
             "random_control": random_control,
             "prompting": prompting,
+            "prompt_dial": prompt_dial,
             "system": system,
             "intervals": "95%: Wilson for rates, percentile bootstrap (2000 resamples, seeded) for means and deltas",
             "kl": "mean over positions of KL(steered || base) on chat-templated neutral prompts, teacher-forced",

@@ -56,7 +56,8 @@ def results_markdown(results: dict) -> str:
     lines.append(
         f"Greedy decoding, {meta['max_new_tokens']} new tokens, seed {meta['seed']}; {meta['intervals']}. "
         "Strength 0 is the unsteered base model; `random` is a random-direction axis of the same size; `prompt` is "
-        "the axis's persona words as a system message (strength +1 / -1: which pole), `prompt+axis` both at once. "
+        "the axis's persona words as a system message (strength +1 / -1: which pole; other strengths: rungs of the "
+        "wording dial, listed below), `prompt+axis` both at once. "
         "NLL is always that of the answer after the plain prompt, under the base."
     )
     lines.append("")
@@ -65,6 +66,8 @@ def results_markdown(results: dict) -> str:
             f"- **{s['label']}**: axis `{s['axis']}` of {s['pack'] or 'an in-memory pack'} on {s['base_model']}; "
             f"rule {s['rule']}, hook {s['hook_point']}, policy {s['layer_policy']}, layers {s['layers']}"
         )
+        for strength, message in s.get("prompt_messages", {}).items():
+            lines.append(f"  - `prompt` {strength}: {json.dumps(message)}")
     agreement = meta.get("refusal_detector")
     if agreement:
         lines += [
