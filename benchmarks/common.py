@@ -229,6 +229,64 @@ def get_pack(
     return pack
 
 
+def effects(results: dict, metric: str, scale: float = 1.0) -> dict:
+    """``{prompt set: {"base": value, "<condition> <strength>": change against the base, ...}}`` from an
+    ``evaluate`` result: the change with its interval (times ``scale``: 100 for points), NLL ratio and context
+    tokens, each condition against the base under the same system message."""
+    out: dict = {}
+    for row in results["rows"]:
+        cells = out.setdefault(row["prompt_set"], {})
+        if row["condition"] == "axis" and row["strength"] == 0.0:
+            cells["base"] = round(scale * row["metrics"][metric]["value"], 3)
+            continue
+        delta = row["delta"][metric]
+        cells[f"{row['condition']} {row['strength']:+g}"] = {
+            k: round(scale * delta[k], 3) for k in ("value", "low", "high")
+        } | {
+            "nll_ratio": round(row["metrics"]["nll_ratio"]["value"], 3),
+            "context_tokens": row["metrics"]["context"]["value"],
+        }
+    return out
+
+
+def plot_dial(results: dict, metric: str, path: Path, scale: float = 1.0, unit: str = "") -> Path:
+    """The two dials side by side, one row per prompt set: the metric's change against pack strength (left) and
+    against the prompt's wording rung (right; rung names from ``prompting.WORDINGS``), 95 % intervals."""
+    from alignez_hf.evaluation.report import _errorbar, _pyplot
+
+    names = {0.25: "slightly", 0.5: "plain", 1.0: "extremely*", 2.0: "insistent"}
+    plt = _pyplot()
+    sets = list(results["meta"]["prompt_sets"])
+    fig, grid = plt.subplots(len(sets), 2, figsize=(10, 3.2 * len(sets)), squeeze=False, sharey="row")
+    for (left, right), set_name in zip(grid, sets):
+        rows = [r for r in results["rows"] if r["prompt_set"] == set_name]
+        for ax, condition in ((left, "axis"), (right, "prompt")):
+            picked = sorted(
+                (r for r in rows if r["condition"] == condition or (r["condition"] == "axis" and r["strength"] == 0)),
+                key=lambda r: r["strength"],
+            )
+            xs = list(range(len(picked))) if condition == "prompt" else [r["strength"] for r in picked]
+            deltas = [{k: (scale * v if v is not None else None) for k, v in r["delta"][metric].items() if k in
+                       ("value", "low", "high")} if r["strength"] else {"value": 0.0} for r in picked]  # fmt: skip
+            _errorbar(ax, xs, deltas)
+            ax.axhline(0, color="grey", linewidth=0.8)
+            ax.grid(alpha=0.3)
+            if condition == "prompt":
+                ax.set_xticks(xs)
+                labels = [("-" if r["strength"] < 0 else "") + names.get(abs(r["strength"]), "none") for r in picked]
+                ax.set_xticklabels([label if r["strength"] else "no prompt" for label, r in zip(labels, picked)],
+                                   fontsize=7, rotation=30, ha="right")  # fmt: skip
+                ax.set_title(f"{set_name}: prompt, by wording (*: the pack's words)", fontsize=9)
+            else:
+                ax.set_xlabel("pack strength")
+                ax.set_title(f"{set_name}: pack", fontsize=9)
+                ax.set_ylabel(f"{metric} change{unit}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def ratio_summary(values, reference, seed: int = 0) -> dict:
     """mean(values) / mean(reference), paired percentile bootstrap over prompts (NaN pairs dropped)."""
     pairs = np.array([(a, b) for a, b in zip(values, reference) if not (math.isnan(a) or math.isnan(b))])

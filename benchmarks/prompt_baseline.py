@@ -1,7 +1,8 @@
 """Is a pack better than a prompt? SmolLM2 cheerful, pack vs its own persona words as a system message vs both.
 
 The pack is built exactly as the README says (``alignez build --base smollm2-135m --axis cheerful``: bundled build
-queries, default strategy); the evaluation runs on the held-out prompt sets, which share no prompt with the build.
+queries, default strategy; cached in .bench_work/readme_packs/); the evaluation runs on the held-out prompt sets,
+which share no prompt with the build.
 Conditions (``evaluate(..., prompting=True)``): the pack at each strength, a random direction of the same size, the
 persona system message of the matching pole ("You are an extremely cheerful/gloomy assistant.") with the pack off,
 and message + pack. NLL is always that of the answer after the plain prompt, under the base.
@@ -11,7 +12,11 @@ a neutral-but-strict one. A pack is applied by the deployer; the prompt baseline
 user's message. ``summary.json`` gives each method's sentiment change against the base under the same system
 message, and the share of its plain-prompt effect it keeps.
 
-    python benchmarks/prompt_baseline.py            # 30-40 minutes on a 2-core CPU
+Last, the dial (``smollm2_cheerful_dial``): sentiment against pack strength (-1 .. +2) and against the prompt's
+wording intensity (``prompt_dial``: "slightly", plain, the pack's own "extremely", and an insistent wording, for
+each pole), on the first 15 prompts of the same held-out sets; ``summary.json["dial"]``.
+
+    python benchmarks/prompt_baseline.py            # about 70 minutes on a 2-core CPU
     python benchmarks/prompt_baseline.py --quick    # a smoke run
 
 Results: benchmarks/results/prompt_baseline/smollm2_cheerful/ and smollm2_cheerful_under_<name>/ (results.json,
@@ -22,14 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from common import log
+from common import effects, log, plot_dial, readme_pack
 from transformers import AutoTokenizer
 
 from alignez_hf import AlignEZForCausalLM
-from alignez_hf.cli import main as cli_main
 from alignez_hf.evaluation import evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prompt_baseline"
@@ -38,19 +41,17 @@ SYSTEM_PROMPTS = {
     "gloomy": "You are a gloomy, pessimistic assistant who sees the downside of everything.",
     "strict": "You are a strictly neutral assistant. State facts plainly, without emotion or enthusiasm.",
 }
+# The dial: pack strengths, and the prompt at every rung of the wording ladder of each pole (prompting.WORDINGS).
+DIAL = [0.0, -1.0, -0.5, 0.5, 1.0, 2.0]
+DIAL_LIMIT = 15  # prompts per set: 19 answers each (12 minutes here)
 METHODS = {"pack": ("axis", 1.0), "prompt": ("prompt", 1.0), "prompt+pack": ("prompt+axis", 1.0)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", default=".bench_work/prompt_baseline", help="where the pack is built (cached)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    pack = Path(args.work) / "cheerful"
-    if not (pack / "config.json").is_file():
-        began = time.perf_counter()
-        assert cli_main(["build", "--base", "smollm2-135m", "--axis", "cheerful", "--out", str(pack)]) == 0
-        log(f"built {pack} in {time.perf_counter() - began:.0f} s")
+    pack = readme_pack("smollm2-135m", "cheerful")
     model = AlignEZForCausalLM.from_pretrained(pack)
     tokenizer = AutoTokenizer.from_pretrained(pack)
     root = RESULTS / "quick" if args.quick else RESULTS
@@ -69,7 +70,17 @@ def main() -> None:
                 model, tokenizer, "cheerful", [0.0, 1.0], limit=limit, system=system, out_dir=str(out), **common
             )
             log(f"{name}: {results['meta']['seconds']:.0f} s -> {out}")
+    dial = root / "smollm2_cheerful_dial"
+    if not (dial / "results.json").is_file():
+        results = evaluate(
+            model, tokenizer, "cheerful", DIAL, limit=4 if args.quick else DIAL_LIMIT, random_control=False,
+            prompt_dial=True, out_dir=str(dial), **common,
+        )  # fmt: skip
+        log(f"dial: {results['meta']['seconds']:.0f} s -> {dial}")
     summary = summarise(root)
+    dialled = json.loads((dial / "results.json").read_text())
+    summary["dial"] = effects(dialled, "sentiment")
+    plot_dial(dialled, "sentiment", dial / "dial.png")
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(json.dumps(summary["pooled"], indent=1))
 
