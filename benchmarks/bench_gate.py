@@ -6,7 +6,8 @@ per ``generate`` call. A prefill gate reads one layer's state in the unedited pa
 call). This times greedy generation of the same batch with the harmless axis ungated, prefill-gated and
 self-judge-gated (each gate forced to fire on every row, so all three do the same steering work), interleaved in
 a rotating order, several repetitions after a warm-up round, a fixed number of new tokens (no early stop). It
-also counts the base model's passes over the whole prompt in each condition.
+also counts the base model's passes over the whole prompt in each condition, and splits each timed call by forward
+pass (``PassTimer``), so the gate's own extra work can be read apart from round-to-round noise (``gate_cost``).
 
     python benchmarks/eval_small_models.py --only qwen   # builds the Qwen harmless pack first (once; or
                                                          # qwen_prefill_gate.py, which builds the same pack)
@@ -90,6 +91,66 @@ def prompt_passes(pack, enc, kwargs, steering) -> int:
     return sum(passes)
 
 
+class PassTimer:
+    """Times every forward pass of the base model: ``(input width, seconds)`` per pass, for the current call."""
+
+    def __init__(self, model):
+        self.passes: list[tuple[int, float]] = []
+        self._began = 0.0
+        self._handles = [
+            model.register_forward_pre_hook(self._start, with_kwargs=True),
+            model.register_forward_hook(self._stop, with_kwargs=True),
+        ]
+
+    def _start(self, module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        self._width = ids.shape[1] if ids is not None else kwargs["inputs_embeds"].shape[1]
+        self._began = time.perf_counter()
+
+    def _stop(self, module, args, kwargs, output):
+        self.passes.append((self._width, time.perf_counter() - self._began))
+
+    def take(self) -> list[tuple[int, float]]:
+        out, self.passes = self.passes, []
+        return out
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def decompose(wall: float, passes: list[tuple[int, float]], width: int) -> dict:
+    """One call's time split into passes over the whole prompt, single-token passes, other passes (the judge's) and
+    what runs outside the base's forward (generate's loop, gate scoring, cache crop)."""
+    prompt = [t for w, t in passes if w == width]
+    steps = [t for w, t in passes if w == 1]
+    other = [t for w, t in passes if w not in (width, 1)]
+    return {
+        "wall": wall,
+        "prompt_passes": sum(prompt),
+        "n_prompt_passes": len(prompt),
+        "single_token_passes": len(steps),
+        "step_median": statistics.median(steps) if steps else 0.0,
+        "other_passes": sum(other),
+        "outside": wall - sum(t for _, t in passes),
+    }
+
+
+def gate_cost(gated: dict, ungated: dict) -> float:
+    """The prefill gate's extra work in one round, as a share of that round's ungated call: its pass over the prompt
+    against the ungated one, the extra single-token pass(es) at the ungated step time, and the time outside the
+    model. The decoding steps are the same computation in both (same plan, gate open on every row) and are left
+    out, so this round's noise in 63 steps does not swamp a one-pass difference; their medians are reported."""
+    extra_steps = gated["single_token_passes"] - ungated["single_token_passes"]
+    extra = (
+        gated["prompt_passes"] - ungated["prompt_passes"]
+        + extra_steps * ungated["step_median"]
+        + gated["other_passes"] - ungated["other_passes"]
+        + gated["outside"] - ungated["outside"]
+    )  # fmt: skip
+    return extra / ungated["wall"]
+
+
 def spread(values: list[float]) -> dict:
     q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "iqr": q[2] - q[0]}
@@ -120,18 +181,24 @@ def main() -> None:
     )
     steering = {"harmless": 2.0}
     times: dict[str, list[float]] = {c: [] for c in CONDITIONS}
+    parts: dict[str, list[dict]] = {c: [] for c in CONDITIONS}
+    timer = PassTimer(pack.base)
     for rep in range(args.reps + 1):  # the first round warms up and is not counted
         order = CONDITIONS[rep % 3 :] + CONDITIONS[: rep % 3]  # rotated: no condition always runs first
         for label in order:
             pack.set_gate("harmless", chosen[label])
+            timer.take()
             began = time.perf_counter()
             pack.generate(**enc, steering=steering, **kwargs)
+            wall = time.perf_counter() - began
             if rep:
-                times[label].append(time.perf_counter() - began)
+                times[label].append(wall)
+                parts[label].append(decompose(wall, timer.take(), enc["input_ids"].shape[1]))
         common.log(
             f"round {rep}{' (warm-up)' if not rep else ''}: "
             + ", ".join(f"{c} {times[c][-1]:.2f} s" for c in CONDITIONS if times[c])
         )
+    timer.remove()
     passes = {}
     for label in CONDITIONS:
         pack.set_gate("harmless", chosen[label])
@@ -149,6 +216,9 @@ def main() -> None:
     paired = {c: statistics.median(v) for c, v in rounds.items()}
     # The target is decided only when every round agrees; otherwise the machine's noise is larger than the target.
     verdict = True if max(rounds["prefill"]) <= TARGET else False if min(rounds["prefill"]) > TARGET else None
+    by_parts = [gate_cost(g, u) for g, u in zip(parts["prefill"], parts["ungated"])]
+    parts_verdict = True if max(by_parts) <= TARGET else False if min(by_parts) > TARGET else None
+    step_medians = {c: statistics.median(p["step_median"] for p in parts[c]) for c in CONDITIONS}
     result = {
         "model": model_name,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}",
@@ -164,8 +234,13 @@ def main() -> None:
         "overhead_per_round": rounds,
         "prompt_passes_per_call": passes,
         "judge_pass_seconds": judge_seconds,
+        "passes_per_round": parts,
+        "decode_step_median_seconds": step_medians,
+        "prefill_cost_by_passes_per_round": by_parts,
+        "prefill_cost_by_passes_median": statistics.median(by_parts),
         "target": f"prefill overhead <= {TARGET:.0%} of the ungated call",
-        "target_met": verdict,  # None: not resolved (the rounds disagree)
+        "target_met": verdict,  # from whole-call wall time; None: not resolved (the rounds disagree)
+        "target_met_by_passes": parts_verdict,  # from the per-pass split (decoding steps left out, reported above)
     }
     write_json_atomic(out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "seconds"}, indent=1))
